@@ -1,0 +1,46 @@
+# busway: `just` lists the recipes.
+
+set dotenv-load := false
+
+[private]
+default:
+    @just --list
+
+# Run the whole system: Redis if needed, users, auth and the gateway (Ctrl-C stops all)
+[group('run')]
+up:
+    uv run busway up
+
+# Run one service in the foreground: users, auth or gateway
+[group('run')]
+run service:
+    uv run busway run {{service}}
+
+# Apply the database migrations of users and auth
+[group('run')]
+migrate:
+    uv run busway migrate
+
+# Run the test suite against real Redis and a real database (pass pytest args after it)
+[group('dev')]
+test *args:
+    uv run pytest {{args}}
+
+# Lint, format check, strict typing, architecture contracts
+[group('dev')]
+check:
+    uv run ruff check .
+    uv run ruff format --check .
+    uv run mypy
+    uv run lint-imports
+
+# Format the code
+[group('dev')]
+fmt:
+    uv run ruff format .
+    uv run ruff check --fix .
+
+# Measure GET /v1/users/me through the bus against the same query served directly
+[group('perf')]
+bench *args:
+    uv run python -m bench.users_me {{args}}

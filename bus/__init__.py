@@ -1,0 +1,1 @@
+"""The bus: broker factory, wire format, request-reply client, middlewares, outbox relay."""

@@ -1,0 +1,76 @@
+"""The broker factory and the naming of consumers and their groups."""
+
+import os
+import socket
+from dataclasses import dataclass, field
+
+from faststream.redis import RedisBroker, StreamSub
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from bus.logs import stdlib_logger
+from bus.middleware import middleware_for
+from bus.settings import BusSettings
+from bus.wire import JsonEnvelopeFormat
+
+
+def instance_id(service: str) -> str:
+    """This process's name within its service's consumer group: service-host-pid."""
+    return f"{service}-{socket.gethostname()}-{os.getpid()}"
+
+
+def create_broker(settings: BusSettings, service: str) -> RedisBroker:
+    """A FastStream broker speaking busway's wire format, with busway's middleware."""
+    return RedisBroker(
+        settings.redis_url,
+        message_format=JsonEnvelopeFormat,
+        middlewares=[middleware_for(service)],
+        logger=stdlib_logger(service),
+        graceful_timeout=10.0,
+    )
+
+
+def create_redis(settings: BusSettings, *, blocking: bool = False) -> "Redis":
+    """A redis-py client for work beside FastStream (inbox, relay, heartbeats)."""
+    return Redis.from_url(
+        settings.redis_url,
+        socket_timeout=None if blocking else 5.0,
+        socket_connect_timeout=5.0,
+        health_check_interval=30,
+    )
+
+
+@dataclass
+class Consumer:
+    """One service's consumer identity and the consumer groups it reads through."""
+
+    settings: BusSettings
+    service: str
+    instance: str
+    groups: list[tuple[str, str]] = field(default_factory=list)
+
+    def stream(self, base: str) -> StreamSub:
+        """Read ``base`` as a member of this service's group."""
+        name = self.settings.name(base)
+        self.groups.append((name, self.service))
+        return StreamSub(
+            name,
+            group=self.service,
+            consumer=self.instance,
+            max_records=self.settings.max_records,
+            polling_interval=self.settings.polling_interval_ms,
+        )
+
+    async def ensure_groups(self, redis: "Redis") -> None:
+        """Create the groups at the stream's start, so nothing published earlier is missed.
+
+        FastStream creates a missing group at ``$``: entries written before the service
+        first started would never reach it (a saga step lost). Creating it here at ``0``
+        first makes FastStream find it and read from where the group stands.
+        """
+        for stream, group in self.groups:
+            try:
+                await redis.xgroup_create(stream, group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise

@@ -1,0 +1,79 @@
+"""Structured logs with loguru: one sink, stdlib logging routed through it.
+
+Text lines for development, flat JSON lines (one object per line) for production. The
+``correlation_id`` bound with ``logger.contextualize`` appears on every line.
+"""
+
+import logging
+import sys
+from typing import Any
+
+import msgspec
+from loguru import logger
+
+_encoder = msgspec.json.Encoder()
+_TEXT = (
+    "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
+    "<cyan>{extra[service]}</cyan> [{extra[correlation_id]}] {message}{extra[fields]}"
+)
+
+
+class InterceptHandler(logging.Handler):
+    """Send stdlib records (FastStream, uvicorn, SQLAlchemy, Litestar) to loguru."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Forward one record with its level and origin."""
+        try:
+            level: str | int = logger.level(record.levelname).name
+        except ValueError:
+            level = record.levelno
+        logger.opt(depth=6, exception=record.exc_info).bind(logger_name=record.name).log(level, record.getMessage())
+
+
+def _json_sink(message: Any) -> None:
+    record = message.record
+    line: dict[str, Any] = {
+        "time": record["time"].isoformat(),
+        "level": record["level"].name,
+        "message": record["message"],
+    }
+    line.update({k: v for k, v in record["extra"].items() if k != "fields" and v is not None})
+    if record["exception"] is not None:
+        exc = record["exception"]
+        line["exception"] = f"{getattr(exc.type, '__name__', exc.type)}: {exc.value}"
+    sys.stdout.write(_encoder.encode(line).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _text_fields(record: Any) -> str:
+    extra = {
+        k: v for k, v in record["extra"].items() if k not in {"service", "correlation_id", "fields"} and v is not None
+    }
+    record["extra"]["fields"] = "".join(f" {k}={v}" for k, v in extra.items())
+    return _TEXT + "\n{exception}"
+
+
+def configure_logging(service: str, fmt: str = "text", level: str = "INFO") -> None:
+    """Make loguru the only sink for this process, tagged with ``service``."""
+    logger.remove()
+    logger.configure(extra={"service": service, "correlation_id": "-", "fields": ""})
+    if fmt == "json":
+        logger.add(_json_sink, level=level, backtrace=False, diagnose=False)
+    else:
+        logger.add(sys.stdout, level=level, format=_text_fields, backtrace=False, diagnose=False)
+    logging.basicConfig(handlers=[InterceptHandler()], level=logging.INFO, force=True)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "litestar", "faststream", "sqlalchemy"):
+        std = logging.getLogger(name)
+        std.handlers = [InterceptHandler()]
+        std.propagate = False
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+def stdlib_logger(service: str) -> logging.Logger:
+    """A stdlib logger for FastStream, routed through loguru."""
+    std = logging.getLogger(f"busway.{service}")
+    if not std.handlers:
+        std.handlers = [InterceptHandler()]
+        std.propagate = False
+    std.setLevel(logging.WARNING)
+    return std

@@ -1,0 +1,129 @@
+"""FastStream middleware: envelope headers, correlation, deadlines, error replies, logs.
+
+One middleware does all of it so each message pays for one wrapper, not five.
+"""
+
+import time
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from faststream import BaseMiddleware, Response
+from faststream.message import StreamMessage
+from faststream.response import PublishCommand
+from loguru import logger
+from pydantic import BaseModel, ValidationError
+
+from bus.correlation import correlated, current_correlation_id, new_id
+from schemas.envelope import (
+    CAUSATION_ID,
+    DEADLINE,
+    ERROR_TYPE,
+    MESSAGE_ID,
+    OCCURRED_AT,
+    PRODUCER,
+    TYPE,
+)
+from schemas.errors import ErrorCode, ErrorDetail, ErrorReply, ReplyError
+
+_consumed_id: ContextVar[str | None] = ContextVar("busway_consumed_message_id", default=None)
+
+
+def error_response(error: ErrorReply) -> Response:
+    """A reply carrying ``error`` instead of a result."""
+    return Response(error, headers={TYPE: ERROR_TYPE})
+
+
+def validation_error_reply(exc: ValidationError) -> ErrorReply:
+    """The typed error for a payload that failed its contract."""
+    details = tuple(ErrorDetail(loc=tuple(err["loc"]), msg=err["msg"], type=err["type"]) for err in exc.errors())
+    return ErrorReply(
+        code=ErrorCode.INVALID_PAYLOAD, message="The message does not match its contract.", details=details
+    )
+
+
+def deadline_passed(headers: dict[str, Any], now_ms: float | None = None) -> bool:
+    """Whether the command's ``deadline`` header (Unix ms) is in the past."""
+    raw = headers.get(DEADLINE)
+    if raw is None:
+        return False
+    try:
+        deadline = int(raw)
+    except ValueError:
+        return False
+    return (now_ms if now_ms is not None else time.time() * 1000) > deadline
+
+
+class BusMiddleware(BaseMiddleware):
+    """Every message in and out of a busway process goes through this."""
+
+    service: ClassVar[str] = "unknown"
+    consumed_id: str | None = None
+
+    async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
+        """Run the handler with the message's correlation bound; map failures to replies."""
+        headers = msg.headers
+        expects_reply = bool(msg.reply_to)
+        started = time.perf_counter()
+        outcome = "ok"
+        token = _consumed_id.set(msg.message_id)
+        # The reply is published after this scope ends, through this same instance.
+        self.consumed_id = msg.message_id
+        try:
+            with correlated(msg.correlation_id, message_id=msg.message_id, type=headers.get(TYPE)):
+                try:
+                    if deadline_passed(headers):
+                        outcome = "expired"
+                        return error_response(
+                            ErrorReply(code=ErrorCode.EXPIRED, message="The deadline passed before the work began.")
+                        )
+                    return await call_next(msg)
+                except ReplyError as exc:
+                    outcome = exc.reply.code.value
+                    if not expects_reply:
+                        raise
+                    return error_response(exc.reply)
+                except ValidationError as exc:
+                    outcome = "invalid"
+                    if not expects_reply:
+                        raise
+                    return error_response(validation_error_reply(exc))
+                except Exception:
+                    outcome = "error"
+                    logger.exception("handler failed")
+                    if not expects_reply:
+                        raise
+                    return error_response(
+                        ErrorReply(code=ErrorCode.INTERNAL, message="The service failed to handle the message.")
+                    )
+                finally:
+                    logger.info(
+                        "handled {}",
+                        msg.raw_message.get("channel", "") if isinstance(msg.raw_message, dict) else "",
+                        outcome=outcome,
+                        duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    )
+        finally:
+            _consumed_id.reset(token)
+
+    async def publish_scope(self, call_next: Callable[[PublishCommand], Awaitable[Any]], cmd: PublishCommand) -> Any:
+        """Fill in the envelope of everything this process publishes."""
+        headers = cmd.headers
+        headers.setdefault(MESSAGE_ID, new_id())
+        headers.setdefault(OCCURRED_AT, datetime.now(UTC).isoformat())
+        headers.setdefault(PRODUCER, self.service)
+        if TYPE not in headers:
+            headers[TYPE] = type(cmd.body).__name__ if isinstance(cmd.body, BaseModel) else "raw"
+        if CAUSATION_ID not in headers:
+            consumed = _consumed_id.get() or self.consumed_id
+            if consumed:
+                headers[CAUSATION_ID] = consumed
+        if not cmd.correlation_id:
+            cmd.correlation_id = current_correlation_id() or new_id()
+        return await call_next(cmd)
+
+
+def middleware_for(service: str) -> type[BusMiddleware]:
+    """The middleware class of one service (it stamps ``producer`` with its name)."""
+    return type(f"{service.title()}BusMiddleware", (BusMiddleware,), {"service": service})

@@ -1,0 +1,92 @@
+"""The outbox relay: publishes events that were committed with the state they describe.
+
+A service writes each event to its outbox table in the same transaction as the change
+(see db.outbox). The relay reads unpublished rows in order, appends them to their
+streams in one pipeline, and marks them published. A crash between the two publishes
+a row again on restart: delivery is at-least-once, and consumers keep an inbox.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any, Protocol
+
+from loguru import logger
+from redis.asyncio import Redis
+
+from bus import wire
+from bus.settings import BusSettings
+
+OutboxEntry = tuple[str, Mapping[str, Any], bytes]
+"""One event ready to publish: its stream (without prefix), envelope headers, JSON payload."""
+
+
+class OutboxStore(Protocol):
+    """Where a service keeps its outbox; implemented over its database in ``db``."""
+
+    def claim(self, limit: int) -> AbstractAsyncContextManager[Sequence[OutboxEntry]]:
+        """Yield up to ``limit`` unpublished entries, oldest first; mark them published on exit."""
+        ...
+
+
+class OutboxRelay:
+    """Publishes one store's outbox: at once when woken, and on an interval as a safety net."""
+
+    def __init__(
+        self,
+        store: OutboxStore,
+        redis: Redis,
+        settings: BusSettings,
+        *,
+        batch_size: int = 100,
+        interval: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._redis = redis
+        self._settings = settings
+        self._batch_size = batch_size
+        self._interval = interval
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        """Publish soon: a transaction with events has just committed."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        """Start relaying in the background."""
+        self._task = asyncio.create_task(self._run(), name="outbox relay")
+
+    async def stop(self) -> None:
+        """Publish what is committed, then stop."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(Exception):
+            await self.drain()
+
+    async def drain(self) -> int:
+        """Publish every committed entry now; how many were published."""
+        published = 0
+        while True:
+            async with self._store.claim(self._batch_size) as entries:
+                if not entries:
+                    return published
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for stream, headers, payload in entries:
+                        pipe.xadd(self._settings.name(stream), {wire.DATA_FIELD: wire.encode(headers, payload)})
+                    await pipe.execute()
+                published += len(entries)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            self._wake.clear()
+            try:
+                await self.drain()
+            except Exception as exc:  # keep relaying: the rows stay and are retried
+                logger.warning("outbox relay failed, will retry: {!r}", exc)
+                await asyncio.sleep(self._interval)

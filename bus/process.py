@@ -1,0 +1,62 @@
+"""The entry point every busway process shares: settings, logging, then its command.
+
+``python -m handlers.users [serve|migrate]`` and the like all go through ``main``, so a
+bad setting is reported the same way everywhere: which variable, what is wrong, no trace.
+"""
+
+import asyncio
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
+
+from pydantic import ValidationError
+
+from bus.logs import configure_logging
+from bus.settings import BusSettings
+
+S = TypeVar("S")
+
+
+def settings_error(exc: ValidationError, env_prefix: str) -> str:
+    """A readable report of invalid settings, naming the environment variables."""
+    lines = ["Invalid configuration:"]
+    for err in exc.errors():
+        name = "_".join(str(p) for p in err["loc"]).upper()
+        variable = name if name.startswith(("BUS_", "REDIS_", "BUSWAY_")) else f"{env_prefix}{name}"
+        lines.append(f"  {variable}: {err['msg']}")
+    return "\n".join(lines)
+
+
+def run_process(
+    service: str,
+    env_prefix: str,
+    load: Callable[[], S],
+    bus_of: Callable[[S], BusSettings],
+    commands: Mapping[str, Callable[[S], None]],
+    argv: Sequence[str] | None = None,
+) -> int:
+    """Load settings, set up logging, run the command named in ``argv`` (default: serve)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    name = args[0] if args else "serve"
+    if name not in commands or len(args) > 1:
+        print(f"usage: python -m <{service} module> [{'|'.join(commands)}]", file=sys.stderr)
+        return 2
+    try:
+        settings = load()
+    except ValidationError as exc:
+        print(settings_error(exc, env_prefix), file=sys.stderr)
+        return 2
+    bus = bus_of(settings)
+    configure_logging(service, bus.log_format, bus.log_level)
+    commands[name](settings)
+    return 0
+
+
+def run_async(main: Callable[[], "asyncio.Future[None] | object"]) -> None:
+    """Run a coroutine function on uvloop where available."""
+    try:
+        import uvloop  # noqa: PLC0415
+
+        uvloop.run(main())  # type: ignore[arg-type]
+    except ImportError:
+        asyncio.run(main())  # type: ignore[arg-type]

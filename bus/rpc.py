@@ -1,0 +1,153 @@
+"""Request-reply over the bus with one long-lived inbox per process.
+
+The requester publishes a command with ``reply_to`` = its inbox (a Pub/Sub channel it
+subscribed to once) and awaits a future keyed by the command's message id. A handler's
+reply names that id as its ``causation_id``; a typed error reply is raised here as
+:class:`schemas.errors.ReplyError` at once, never as a timeout.
+"""
+
+import asyncio
+import contextlib
+import time
+from typing import Any, TypeVar
+
+from faststream.redis import RedisBroker
+from loguru import logger
+from pydantic import BaseModel
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bus import wire
+from bus.correlation import current_correlation_id, new_id
+from bus.settings import BusSettings
+from schemas.envelope import CAUSATION_ID, DEADLINE, ERROR_TYPE, MESSAGE_ID, TYPE
+from schemas.errors import ErrorCode, ErrorReply, ReplyError
+from schemas.streams import INBOX_PREFIX
+
+ResultT = TypeVar("ResultT", bound=BaseModel)
+
+REPLY_KEY = "reply_key"
+"""Header naming the future a message answers, when that is not its causation id."""
+
+Reply = tuple[bytes, dict[str, Any]]
+
+
+def outcome_key(message_id: str) -> str:
+    """The reply key of the follow-up that reports how the work begun by ``message_id`` ended."""
+    return f"{message_id}/outcome"
+
+
+class BusClient:
+    """Sends commands and waits for their replies on this process's inbox."""
+
+    def __init__(self, broker: RedisBroker, redis: Redis, settings: BusSettings, instance: str) -> None:
+        self._broker = broker
+        self._redis = redis
+        self._settings = settings
+        self.inbox = settings.name(f"{INBOX_PREFIX}{instance}")
+        self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def start(self) -> None:
+        """Subscribe to the inbox; returns once replies can arrive."""
+        self._reader = asyncio.create_task(self._read(), name=f"inbox {self.inbox}")
+        await asyncio.wait_for(self._subscribed.wait(), timeout=10)
+
+    async def stop(self) -> None:
+        """Stop reading; requests still waiting fail as unavailable."""
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        for future in self._pending.values():
+            if not future.done():
+                future.cancel()
+        self._pending.clear()
+
+    async def _read(self) -> None:
+        while True:
+            pubsub = self._redis.pubsub()
+            try:
+                await pubsub.subscribe(self.inbox)
+                self._subscribed.set()
+                async for message in pubsub.listen():
+                    if message.get("type") == "message":
+                        self._deliver(message["data"])
+            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                logger.warning("inbox connection lost, resubscribing: {}", exc)
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    def _deliver(self, data: bytes) -> None:
+        payload, headers = wire.decode(data)
+        key = headers.get(REPLY_KEY) or headers.get(CAUSATION_ID)
+        future = self._pending.get(key) if key else None
+        if future is None or future.done():
+            logger.debug("reply nobody waits for: {}", key)
+            return
+        future.set_result((payload, headers))
+
+    def expect(self, key: str) -> "asyncio.Future[Reply]":
+        """A future for the message whose reply key is ``key``; drop it with :meth:`forget`."""
+        future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        return future
+
+    def forget(self, key: str) -> None:
+        """Stop waiting for ``key``."""
+        self._pending.pop(key, None)
+
+    async def send(
+        self,
+        stream: str,
+        command: BaseModel,
+        *,
+        timeout: float | None = None,
+        message_id: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> str:
+        """Publish ``command`` on ``stream`` with this inbox as ``reply_to``; its message id."""
+        message_id = message_id or new_id()
+        deadline = int((time.time() + (timeout or self._settings.request_timeout)) * 1000)
+        await self._broker.publish(
+            command,
+            stream=self._settings.name(stream),
+            headers={MESSAGE_ID: message_id, DEADLINE: str(deadline), **(headers or {})},
+            correlation_id=current_correlation_id() or new_id(),
+            reply_to=self.inbox,
+        )
+        return message_id
+
+    async def request(
+        self,
+        stream: str,
+        command: BaseModel,
+        result: type[ResultT],
+        *,
+        timeout: float | None = None,
+    ) -> ResultT:
+        """Send ``command`` and return its typed result; raise ReplyError on an error reply."""
+        timeout = timeout or self._settings.request_timeout
+        message_id = new_id()
+        future = self.expect(message_id)
+        try:
+            await self.send(stream, command, timeout=timeout, message_id=message_id)
+            return await self.wait(future, result, timeout=timeout, what=stream)
+        finally:
+            self.forget(message_id)
+
+    @staticmethod
+    async def wait(future: "asyncio.Future[Reply]", result: type[ResultT], *, timeout: float, what: str) -> ResultT:
+        """Await a reply future and decode it as ``result`` (or raise its error)."""
+        try:
+            async with asyncio.timeout(timeout):
+                payload, headers = await future
+        except TimeoutError:
+            raise ReplyError(f"No reply to {what} within {timeout:g}s.", code=ErrorCode.UNAVAILABLE) from None
+        if headers.get(TYPE) == ERROR_TYPE:
+            raise ReplyError.from_reply(ErrorReply.model_validate_json(payload))
+        return result.model_validate_json(payload)

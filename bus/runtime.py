@@ -1,0 +1,86 @@
+"""A handler service's moving parts, started in order and stopped gracefully."""
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+from faststream.redis import RedisBroker
+from loguru import logger
+from redis.asyncio import Redis
+
+from bus.broker import Consumer
+from bus.heartbeat import Heartbeat
+
+
+class Component(Protocol):
+    """Anything with an async start and stop (relays, heartbeats, clients)."""
+
+    async def start(self) -> None:
+        """Begin work."""
+        ...
+
+    async def stop(self) -> None:
+        """Finish work and release resources."""
+        ...
+
+
+class ServiceRuntime:
+    """Groups, broker, background components; stop finishes in-flight messages first."""
+
+    def __init__(
+        self,
+        *,
+        service: str,
+        broker: RedisBroker,
+        redis: Redis,
+        consumer: Consumer,
+        components: Sequence[Component] = (),
+        before_start: Sequence[Callable[[], Awaitable[None]]] = (),
+        after_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+    ) -> None:
+        self.service = service
+        self.broker = broker
+        self.redis = redis
+        self.consumer = consumer
+        self._components = list(components)
+        self._heartbeat = Heartbeat(redis, consumer.settings, service, consumer.instance)
+        self._before_start = before_start
+        self._after_stop = after_stop
+
+    async def start(self) -> None:
+        """Prepare storage, create groups, start consuming, then announce the instance."""
+        for hook in self._before_start:
+            await hook()
+        await self.consumer.ensure_groups(self.redis)
+        await self.broker.start()
+        for component in self._components:
+            await component.start()
+        await self._heartbeat.start()
+        logger.info("{} started as {}", self.service, self.consumer.instance)
+
+    async def stop(self) -> None:
+        """Stop announcing, stop reading and finish in-flight messages, flush, release."""
+        await self._heartbeat.stop()
+        await self.broker.stop()
+        for component in reversed(self._components):
+            await component.stop()
+        for hook in self._after_stop:
+            await hook()
+        await self.redis.aclose()
+        logger.info("{} stopped", self.service)
+
+
+async def serve(runtime: ServiceRuntime) -> None:
+    """Run until SIGINT or SIGTERM, then stop gracefully."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    try:
+        await stop.wait()
+    finally:
+        await runtime.stop()

@@ -1,0 +1,39 @@
+"""Settings every process on the bus shares (env prefix ``BUS_``, plus ``REDIS_URL``)."""
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Environment = Literal["development", "test", "production"]
+
+
+class BusSettings(BaseSettings):
+    """How to reach Redis and how to name things on it."""
+
+    model_config = SettingsConfigDict(env_prefix="BUS_", env_file=".env", extra="ignore")
+
+    redis_url: str = Field(
+        default="redis://localhost:6379",
+        validation_alias=AliasChoices("REDIS_URL", "BUS_REDIS_URL"),
+        description="Redis server holding the streams.",
+    )
+    prefix: str = Field(
+        default="",
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_.:-]*$",
+        description="Put in front of every stream, channel and key name.",
+    )
+    request_timeout: float = Field(default=5.0, gt=0, le=300, description="Seconds a requester waits for a reply.")
+    max_records: int = Field(default=32, ge=1, le=1000, description="Entries fetched by one XREADGROUP.")
+    polling_interval_ms: int = Field(default=1000, ge=10, le=60_000, description="XREADGROUP block time.")
+    max_workers: int = Field(default=16, ge=1, le=1024, description="Messages one subscriber handles at once.")
+    heartbeat_interval: float = Field(default=2.0, gt=0, le=60)
+    log_format: Literal["text", "json"] = Field(
+        default="text", validation_alias=AliasChoices("LOG_FORMAT", "BUS_LOG_FORMAT")
+    )
+    log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "BUS_LOG_LEVEL"))
+
+    def name(self, base: str) -> str:
+        """The full name of a stream, channel or key, with this deployment's prefix."""
+        return f"{self.prefix}{base}"

@@ -1,0 +1,124 @@
+"""The wire format: one JSON object per message, readable by any Redis client.
+
+A stream entry has one field, ``__data__`` (the name FastStream reads), holding::
+
+    {"id": "...", "type": "UserCreated", "version": 1, "occurred_at": "...",
+     "correlation_id": "...", "causation_id": "...", "producer": "users",
+     "headers": {"reply_to": "...", "deadline": "..."}, "payload": {...}}
+
+Pub/Sub replies carry the same object as the message. docs/wire-format.md is the spec.
+"""
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import msgspec
+from faststream.redis.parser.message import MessageFormat
+
+from schemas.envelope import ENVELOPE_FIELDS, MESSAGE_ID, SCHEMA_VERSION
+
+DATA_FIELD = "__data__"
+JSON = "application/json"
+TEXT = "text/plain"
+_CONTENT_TYPE = "content-type"
+_FASTSTREAM_ID = "message_id"
+_TOP_LEVEL = frozenset(ENVELOPE_FIELDS)
+
+
+class _Wire(msgspec.Struct, omit_defaults=True):
+    id: str | None = None
+    type: str | None = None
+    version: int | None = None
+    occurred_at: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    producer: str | None = None
+    headers: dict[str, str] = {}
+    payload: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(_Wire)
+
+
+def encode(headers: Mapping[str, Any], payload: bytes, content_type: str | None = JSON) -> bytes:
+    """One message as JSON. ``payload`` is JSON already when ``content_type`` says so."""
+    top: dict[str, Any] = {}
+    rest: dict[str, str] = {}
+    for key, value in headers.items():
+        if value is None or key == _CONTENT_TYPE:
+            continue
+        if key == _FASTSTREAM_ID:
+            top.setdefault(MESSAGE_ID, str(value))
+        elif key == SCHEMA_VERSION:
+            top[key] = int(value)
+        elif key in _TOP_LEVEL:
+            top[key] = str(value)
+        else:
+            rest[key] = str(value)
+    if content_type == JSON and payload:
+        body = msgspec.Raw(payload)
+    else:
+        body = msgspec.Raw(_encoder.encode(payload.decode("utf-8", errors="replace")))
+        if payload or content_type:
+            rest[_CONTENT_TYPE] = content_type or TEXT
+    return _encoder.encode(_Wire(**top, headers=rest, payload=body))
+
+
+def decode(data: bytes) -> tuple[bytes, dict[str, Any]]:
+    """The payload bytes and flat headers of one message; never raises.
+
+    Bytes that are not a busway message come back unchanged with no headers, so the
+    handler's validation reports them as an invalid payload.
+    """
+    try:
+        wire = _decoder.decode(data)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return data, {}
+    headers: dict[str, Any] = dict(wire.headers)
+    for key in ENVELOPE_FIELDS:
+        value = getattr(wire, key)
+        if value is not None:
+            headers[key] = value
+    if wire.id is not None:
+        headers[_FASTSTREAM_ID] = wire.id
+    payload = bytes(wire.payload)
+    if headers.get(_CONTENT_TYPE, JSON) != JSON:
+        payload = msgspec.json.decode(payload, type=str).encode()
+    else:
+        headers[_CONTENT_TYPE] = JSON
+    return payload, headers
+
+
+class JsonEnvelopeFormat(MessageFormat):
+    """FastStream message format that writes and reads busway's JSON envelope."""
+
+    __slots__ = ()
+    content_type: ClassVar[str] = JSON
+
+    @classmethod
+    async def encode(
+        cls,
+        *,
+        message: Sequence[Any] | Any,
+        reply_to: str | None,
+        headers: dict[str, Any] | None,
+        correlation_id: str,
+        serializer: Any = None,
+        codec: Any = None,
+    ) -> bytes:
+        """Encode ``message`` with its headers as one JSON envelope."""
+        msg = await cls.build(
+            message=message,
+            reply_to=reply_to,
+            headers=headers,
+            correlation_id=correlation_id,
+            serializer=serializer,
+            codec=codec,
+        )
+        return encode(msg.headers, msg.data, msg.headers.get(_CONTENT_TYPE))
+
+    @classmethod
+    def parse(cls, data: bytes) -> tuple[bytes, dict[str, Any]]:
+        """Split an envelope into payload bytes and headers."""
+        return decode(data)

@@ -1,0 +1,1 @@
+"""Databases: engines and sessions per service, outbox and inbox tables, migrations."""

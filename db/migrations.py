@@ -1,0 +1,63 @@
+"""Alembic, one history per service: the runner (CLI, start-up, tests) and env.py's body."""
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import MetaData
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy.pool import NullPool
+
+from db.engine import create_engine, is_sqlite
+
+
+def alembic_config(script_location: Path, url: str) -> Config:
+    """An Alembic config for one service's history against ``url``."""
+    config = Config()
+    config.set_main_option("script_location", str(script_location))
+    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    config.attributes["configure_logger"] = False
+    return config
+
+
+def upgrade(script_location: Path, url: str, revision: str = "head") -> None:
+    """Apply migrations up to ``revision`` (blocking; from synchronous code)."""
+    if is_sqlite(url):
+        # Creates the database file's folder before Alembic connects.
+        asyncio.run(create_engine(url).dispose())
+    command.upgrade(alembic_config(script_location, url), revision)
+
+
+async def upgrade_async(script_location: Path, url: str, revision: str = "head") -> None:
+    """Apply migrations from async code (Alembic's env runs its own loop in a thread)."""
+    await asyncio.to_thread(upgrade, script_location, url, revision)
+
+
+def run_env(context: Any, metadata: MetaData) -> None:
+    """The body of every service's ``migrations/env.py``."""
+    url = context.config.get_main_option("sqlalchemy.url")
+    batch = is_sqlite(url)
+    if context.is_offline_mode():
+        context.configure(url=url, target_metadata=metadata, literal_binds=True, render_as_batch=batch)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+
+    def migrate(connection: Connection) -> None:
+        context.configure(connection=connection, target_metadata=metadata, render_as_batch=batch)
+        with context.begin_transaction():
+            context.run_migrations()
+
+    async def online() -> None:
+        engine = create_async_engine(url, poolclass=NullPool)
+        try:
+            async with engine.connect() as connection:
+                await connection.run_sync(migrate)
+                await connection.commit()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(online())

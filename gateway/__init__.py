@@ -1,0 +1,1 @@
+"""The HTTP gateway: Litestar routes that turn requests into bus commands."""

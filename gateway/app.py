@@ -1,0 +1,44 @@
+"""The gateway's Litestar app: ``create_app(settings)``; nothing is built at import."""
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from gateway import auth_routes, ops_routes, users_routes
+from gateway.dependencies import DEPENDENCIES
+from gateway.problems import EXCEPTION_HANDLERS
+from gateway.request_id import request_id_middleware
+from gateway.settings import GatewaySettings
+from gateway.state import Gateway
+
+
+def create_app(settings: GatewaySettings | None = None, *, instance: str | None = None) -> Litestar:
+    """The gateway app; connections open in its lifespan."""
+    gateway = Gateway(settings or GatewaySettings(), instance)
+
+    async def start() -> None:
+        await gateway.start()
+
+    async def stop() -> None:
+        await gateway.stop()
+
+    return Litestar(
+        route_handlers=[*auth_routes.ROUTES, *users_routes.ROUTES, *ops_routes.ROUTES],
+        on_startup=[start],
+        on_shutdown=[stop],
+        middleware=[request_id_middleware],
+        exception_handlers=EXCEPTION_HANDLERS,
+        dependencies=DEPENDENCIES,
+        state=State({"gateway": gateway}),
+        openapi_config=OpenAPIConfig(
+            title="busway",
+            version="0.1.0",
+            description="Accounts and authentication over a message bus.",
+            path="/schema",
+            components=Components(
+                security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer", bearer_format="JWT")}
+            ),
+        ),
+        logging_config=None,
+    )

@@ -1,0 +1,33 @@
+"""Litestar dependencies: the bus client, the settings, the caller's verified claims."""
+
+from litestar import Request
+from litestar.datastructures import State
+from litestar.di import Provide
+
+from bus.rpc import BusClient
+from gateway.settings import GatewaySettings
+from gateway.state import gateway_of
+from gateway.tokens import Claims, bearer_token
+
+
+def provide_bus(state: State) -> BusClient:
+    """The process's request-reply client."""
+    return gateway_of(state).bus
+
+
+def provide_settings(state: State) -> GatewaySettings:
+    """The gateway's settings."""
+    return gateway_of(state).settings
+
+
+async def provide_claims(request: Request[object, object, State], state: State) -> Claims:
+    """The caller, from a valid bearer token; 401 otherwise."""
+    token = bearer_token(request.headers.get("authorization"))
+    return await gateway_of(state).verifier.verify(token)
+
+
+DEPENDENCIES = {
+    "bus": Provide(provide_bus, sync_to_thread=False),
+    "settings": Provide(provide_settings, sync_to_thread=False),
+    "claims": Provide(provide_claims),
+}

@@ -1,0 +1,92 @@
+"""What the gateway holds while it runs: bus client, Redis, token verifier. Built in lifespan."""
+
+import asyncio
+import contextlib
+
+from litestar.datastructures import State
+from loguru import logger
+from redis.asyncio import Redis
+
+from bus.broker import create_broker, create_redis, instance_id
+from bus.rpc import BusClient
+from gateway.settings import GatewaySettings
+from gateway.tokens import TokenVerifier
+from schemas import streams
+from schemas.commands import GetJwks
+from schemas.errors import ReplyError
+from schemas.replies import Jwks
+
+SERVICE = "gateway"
+
+
+class Gateway:
+    """The gateway's connections; created by ``start``, released by ``stop``."""
+
+    def __init__(self, settings: GatewaySettings, instance: str | None = None) -> None:
+        self.settings = settings
+        self.instance = instance or instance_id(SERVICE)
+        self.broker = create_broker(settings.bus, SERVICE)
+        self._redis: Redis | None = None
+        self._inbox_redis: Redis | None = None
+        self._bus: BusClient | None = None
+        self._keys_task: asyncio.Task[None] | None = None
+        self.verifier = TokenVerifier(
+            self._fetch_jwks,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway=settings.jwt_leeway,
+        )
+
+    @property
+    def bus(self) -> BusClient:
+        """The request-reply client (after start)."""
+        if self._bus is None:
+            msg = "the gateway has not started"
+            raise RuntimeError(msg)
+        return self._bus
+
+    @property
+    def redis(self) -> Redis:
+        """A Redis client for readiness checks (after start)."""
+        if self._redis is None:
+            msg = "the gateway has not started"
+            raise RuntimeError(msg)
+        return self._redis
+
+    async def _fetch_jwks(self) -> Jwks:
+        return await self.bus.request(streams.AUTH_JWKS, GetJwks(), Jwks, timeout=self.settings.request_timeout)
+
+    async def start(self) -> None:
+        """Connect to Redis, open the reply inbox, fetch the signing keys if auth is up."""
+        await self.broker.start()
+        self._redis = create_redis(self.settings.bus)
+        self._inbox_redis = create_redis(self.settings.bus, blocking=True)
+        self._bus = BusClient(self.broker, self._inbox_redis, self.settings.bus, self.instance)
+        await self._bus.start()
+        # In the background: the auth service may start after the gateway.
+        self._keys_task = asyncio.create_task(self._load_keys(), name="load signing keys")
+
+    async def _load_keys(self) -> None:
+        try:
+            await self.verifier.refresh(force=True)
+        except ReplyError as exc:
+            logger.warning("signing keys not loaded yet ({}); will retry on first token", exc.reply.message)
+
+    async def stop(self) -> None:
+        """Close everything start opened."""
+        if self._keys_task is not None:
+            self._keys_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._keys_task
+        if self._bus is not None:
+            await self._bus.stop()
+        await self.broker.stop()
+        for client in (self._redis, self._inbox_redis):
+            if client is not None:
+                await client.aclose()
+
+
+def gateway_of(state: State) -> Gateway:
+    """The running gateway from Litestar's app state."""
+    gateway: Gateway = state.gateway
+    return gateway

@@ -1,0 +1,125 @@
+"""Access tokens checked at the edge, locally, against the auth service's public keys.
+
+The keys (JWKS) come over the bus at start and again when a token names an unknown
+``kid`` (rate-limited), so a key rotation needs no gateway restart.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import jwt
+from jwt import PyJWK
+from litestar.exceptions import NotAuthorizedException
+from loguru import logger
+
+from schemas.replies import Jwks
+
+ALGORITHMS = ["EdDSA"]
+REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "aud", "iss", "sid"]
+
+
+@dataclass(frozen=True)
+class Claims:
+    """Who a verified token speaks for."""
+
+    user_id: str
+    session_id: str
+    token_id: str
+    expires_at: int
+
+
+def unauthorized(detail: str) -> NotAuthorizedException:
+    """401 with the Bearer challenge."""
+    return NotAuthorizedException(detail=detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+
+
+class TokenVerifier:
+    """Verifies access tokens with cached public keys."""
+
+    def __init__(
+        self,
+        fetch_jwks: Callable[[], Awaitable[Jwks]],
+        *,
+        issuer: str,
+        audience: str,
+        leeway: int = 30,
+        min_refresh_interval: float = 5.0,
+    ) -> None:
+        self._fetch = fetch_jwks
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway
+        self._min_refresh_interval = min_refresh_interval
+        self._keys: dict[str, PyJWK] = {}
+        self._jwks: list[dict[str, Any]] = []
+        self._fetched_at = float("-inf")
+        self._lock = asyncio.Lock()
+
+    @property
+    def jwks(self) -> list[dict[str, Any]]:
+        """The public keys as last fetched."""
+        return self._jwks
+
+    async def refresh(self, *, force: bool = False) -> None:
+        """Fetch the keys, at most once per ``min_refresh_interval`` unless forced."""
+        async with self._lock:
+            if not force and time.monotonic() - self._fetched_at < self._min_refresh_interval:
+                return
+            self._fetched_at = time.monotonic()
+            jwks = await self._fetch()
+            self._jwks = list(jwks.keys)
+            self._keys = {key["kid"]: PyJWK(key) for key in jwks.keys if "kid" in key}
+            logger.info("loaded {} signing keys", len(self._keys))
+
+    async def _key(self, kid: str) -> PyJWK | None:
+        if kid not in self._keys:
+            try:
+                await self.refresh()
+            except Exception as exc:  # auth unreachable: the token cannot be checked
+                logger.warning("could not refresh signing keys: {!r}", exc)
+        return self._keys.get(kid)
+
+    async def verify(self, token: str) -> Claims:
+        """The claims of a valid token; 401 for anything else."""
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            raise unauthorized("The access token is malformed.") from None
+        if header.get("alg") not in ALGORITHMS:
+            raise unauthorized("The access token is not signed with an accepted algorithm.")
+        key = await self._key(str(header.get("kid", "")))
+        if key is None:
+            raise unauthorized("The access token is signed with an unknown key.")
+        try:
+            claims = jwt.decode(
+                token,
+                key.key,
+                algorithms=ALGORITHMS,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": REQUIRED_CLAIMS},
+            )
+        except jwt.ExpiredSignatureError:
+            raise unauthorized("The access token has expired.") from None
+        except jwt.InvalidTokenError:
+            raise unauthorized("The access token is not valid.") from None
+        return Claims(
+            user_id=str(claims["sub"]),
+            session_id=str(claims["sid"]),
+            token_id=str(claims["jti"]),
+            expires_at=int(claims["exp"]),
+        )
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an ``Authorization: Bearer`` header; 401 when absent or malformed."""
+    if not authorization:
+        raise NotAuthorizedException(detail="An access token is required.", headers={"WWW-Authenticate": "Bearer"})
+    scheme, _, token = authorization.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise unauthorized("The Authorization header must be 'Bearer <token>'.")
+    return token.strip()

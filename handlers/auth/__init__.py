@@ -1,0 +1,3 @@
+"""The auth service: credentials, registrations, sessions, tokens and signing keys."""
+
+SERVICE = "auth"

@@ -1,0 +1,62 @@
+"""Assembles the auth service: ``create_app(settings)`` builds it, nothing is built at import."""
+
+from pathlib import Path
+
+from bus.broker import Consumer, create_broker, create_redis, instance_id
+from bus.outbox import OutboxRelay
+from bus.runtime import ServiceRuntime
+from db.engine import create_engine, session_factory
+from db.migrations import upgrade_async
+from db.outbox import SqlOutboxStore
+from handlers.auth import SERVICE
+from handlers.auth.keys import KeyRing
+from handlers.auth.models import Outbox
+from handlers.auth.passwords import PasswordHasher
+from handlers.auth.router import register_subscribers
+from handlers.auth.service import AuthService, TokenSettings
+from handlers.auth.settings import AuthSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def load_keys(settings: AuthSettings) -> KeyRing:
+    """The signing keys from config; generated in development when there are none."""
+    pem = settings.signing_key.get_secret_value() if settings.signing_key else None
+    return KeyRing.load(pem, settings.keys_dir, generate=settings.environment != "production")
+
+
+def create_app(settings: AuthSettings | None = None, *, instance: str | None = None) -> ServiceRuntime:
+    """The auth service, ready to start."""
+    settings = settings or AuthSettings()
+    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    sessions = session_factory(engine)
+    redis = create_redis(settings.bus)
+    relay = OutboxRelay(SqlOutboxStore(sessions, Outbox), redis, settings.bus)
+    service = AuthService(
+        sessions,
+        PasswordHasher(
+            time_cost=settings.argon2_time_cost,
+            memory_cost=settings.argon2_memory_cost,
+            parallelism=settings.argon2_parallelism,
+        ),
+        load_keys(settings),
+        TokenSettings(issuer=settings.token_issuer, audience=settings.token_audience, ttl=settings.access_token_ttl),
+        events_committed=relay.wake,
+    )
+    broker = create_broker(settings.bus, SERVICE)
+    consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
+    register_subscribers(broker, consumer, service)
+
+    async def migrate() -> None:
+        if settings.migrate_at_start:
+            await upgrade_async(MIGRATIONS, settings.database_url)
+
+    return ServiceRuntime(
+        service=SERVICE,
+        broker=broker,
+        redis=redis,
+        consumer=consumer,
+        components=[relay],
+        before_start=[migrate],
+        after_stop=[engine.dispose],
+    )

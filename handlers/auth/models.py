@@ -1,0 +1,83 @@
+"""The auth service's tables. Not contracts: rows are mapped to schemas at the edge."""
+
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from db.outbox import InboxFields, OutboxFields
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AuthBase(SQLModel, registry=registry()):
+    """Base of every auth table: the auth service's own metadata."""
+
+
+class CredentialStatus(StrEnum):
+    """A credential is pending until the registration saga completes."""
+
+    PENDING = "pending"
+    ACTIVE = "active"
+
+
+class Credential(AuthBase, table=True):
+    """How one user proves who they are."""
+
+    __tablename__ = "credentials"
+
+    user_id: str = Field(primary_key=True, max_length=64)
+    email: str = Field(max_length=320, unique=True)
+    password_hash: str = Field(max_length=512)
+    status: str = Field(default=CredentialStatus.PENDING, max_length=16)
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+
+
+class RegistrationRow(AuthBase, table=True):
+    """One registration saga and where it stands."""
+
+    __tablename__ = "registrations"
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=64, index=True)
+    email: str = Field(max_length=320)
+    display_name: str = Field(max_length=100)
+    state: str = Field(default="pending", max_length=16)
+    reason: str | None = Field(default=None, max_length=64)
+    reason_message: str | None = Field(default=None, max_length=500)
+    user_created_at: datetime | None = None
+    notify_to: str | None = Field(default=None, max_length=300)
+    notify_key: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+
+
+class SessionRow(AuthBase, table=True):
+    """A login: its refresh token (hashed) and where it came from."""
+
+    __tablename__ = "sessions"
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=64, index=True)
+    refresh_token_hash: str = Field(max_length=128, unique=True)
+    user_agent: str | None = Field(default=None, max_length=500)
+    ip: str | None = Field(default=None, max_length=64)
+    created_at: datetime = Field(default_factory=_now)
+    last_used_at: datetime = Field(default_factory=_now)
+    revoked_at: datetime | None = None
+
+
+class Outbox(OutboxFields, AuthBase, table=True):
+    """auth's outbox and event log."""
+
+    __tablename__ = "outbox"
+
+
+class Inbox(InboxFields, AuthBase, table=True):
+    """Events auth has handled."""
+
+    __tablename__ = "inbox"

@@ -1,0 +1,57 @@
+"""auth's subscribers: contract in, service call, reply or event out."""
+
+from faststream.redis import RedisBroker
+from faststream.redis.annotations import RedisStreamMessage
+
+from bus.broker import Consumer
+from bus.events import decode_event, trace_of
+from bus.rpc import REPLY_KEY, outcome_key
+from handlers.auth.service import AuthService, Notify
+from schemas import streams
+from schemas.commands import GetJwks, GetRegistration, LogIn, RegisterUser
+from schemas.events import UserCreated, UserCreationFailed
+from schemas.replies import Jwks, Registration, TokenPair
+
+
+def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthService) -> None:
+    """Attach auth's command and event subscribers to ``broker``."""
+    workers = consumer.settings.max_workers
+
+    @broker.subscriber(stream=consumer.stream(streams.AUTH_REGISTER), max_workers=workers)
+    async def register(cmd: RegisterUser, message: RedisStreamMessage) -> Registration:
+        notify = Notify(message.reply_to, outcome_key(message.message_id)) if message.reply_to else None
+        return await service.register(cmd, trace_of(message), notify)
+
+    @broker.subscriber(stream=consumer.stream(streams.AUTH_GET_REGISTRATION), max_workers=workers)
+    async def get_registration(cmd: GetRegistration) -> Registration:
+        return await service.registration(cmd.registration_id)
+
+    @broker.subscriber(stream=consumer.stream(streams.AUTH_LOGIN), max_workers=workers)
+    async def login(cmd: LogIn, message: RedisStreamMessage) -> TokenPair:
+        return await service.login(cmd, trace_of(message))
+
+    @broker.subscriber(stream=consumer.stream(streams.AUTH_JWKS), max_workers=workers)
+    async def jwks(_: GetJwks) -> Jwks:
+        return service.jwks()
+
+    @broker.subscriber(stream=consumer.stream(streams.EVENTS_USERS), no_reply=True)  # type: ignore[untyped-decorator]
+    async def on_users_event(message: RedisStreamMessage) -> None:
+        event = decode_event(message.body, message.headers)
+        trace = trace_of(message)
+        match event:
+            case UserCreated():
+                outcome = await service.on_user_created(event, message.message_id, trace)
+            case UserCreationFailed():
+                outcome = await service.on_user_creation_failed(event, message.message_id, trace)
+            case _:
+                return
+        if outcome is None:
+            return
+        registration, notify = outcome
+        if notify is not None:
+            await broker.publish(
+                registration,
+                channel=notify.channel,
+                headers={REPLY_KEY: notify.key},
+                correlation_id=trace.correlation_id,
+            )

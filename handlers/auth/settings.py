@@ -1,0 +1,48 @@
+"""The auth service's settings (env prefix ``AUTH_``)."""
+
+from pathlib import Path
+from typing import Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bus.settings import BusSettings, Environment
+
+
+class AuthSettings(BaseSettings):
+    """Everything the auth service reads from its environment."""
+
+    model_config = SettingsConfigDict(env_prefix="AUTH_", env_file=".env", extra="ignore")
+
+    environment: Environment = Field(default="development", validation_alias="BUSWAY_ENV")
+    database_url: str = "sqlite+aiosqlite:///var/auth.db"
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    migrate_on_start: bool | None = Field(default=None, description="Default: on in development.")
+    token_issuer: str = "busway-auth"
+    token_audience: str = "busway"
+    access_token_ttl: int = Field(default=900, ge=30, le=86_400, description="Seconds.")
+    signing_key: SecretStr | None = Field(default=None, description="PEM of the Ed25519 private key that signs tokens.")
+    signing_keys_dir: Path | None = Field(
+        default=None, description="Folder of *.pem signing keys; the newest signs, all verify."
+    )
+    argon2_time_cost: int = Field(default=3, ge=1, le=20)
+    argon2_memory_cost: int = Field(default=65_536, ge=1024, le=4_194_304, description="KiB.")
+    argon2_parallelism: int = Field(default=4, ge=1, le=16)
+    bus: BusSettings = Field(default_factory=BusSettings)
+
+    @property
+    def migrate_at_start(self) -> bool:
+        """Whether the service applies its migrations when it starts."""
+        return self.environment != "production" if self.migrate_on_start is None else self.migrate_on_start
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where signing keys live: configured, or ``./var/auth-keys`` in development."""
+        return self.signing_keys_dir or Path("var/auth-keys")
+
+    @model_validator(mode="after")
+    def _production_needs_keys(self) -> Self:
+        if self.environment == "production" and self.signing_key is None and self.signing_keys_dir is None:
+            msg = "AUTH_SIGNING_KEY or AUTH_SIGNING_KEYS_DIR must be set outside development"
+            raise ValueError(msg)
+        return self

@@ -1,0 +1,54 @@
+"""Assembles the users service: ``create_app(settings)`` builds it, nothing is built at import."""
+
+from pathlib import Path
+
+from bus.broker import Consumer, create_broker, create_redis, instance_id
+from bus.outbox import OutboxRelay
+from bus.runtime import ServiceRuntime
+from db.engine import create_engine, session_factory
+from db.migrations import upgrade_async
+from db.outbox import SqlOutboxStore
+from handlers.users import SERVICE
+from handlers.users.models import Outbox
+from handlers.users.router import register_subscribers
+from handlers.users.service import UsersService
+from handlers.users.settings import UsersSettings
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def create_app(settings: UsersSettings | None = None, *, instance: str | None = None) -> ServiceRuntime:
+    """The users service, ready to start."""
+    settings = settings or UsersSettings()
+    engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
+    read_engine = (
+        create_engine(settings.database_read_url, pool_size=settings.database_pool_size)
+        if settings.database_read_url and settings.database_read_url != settings.database_url
+        else engine
+    )
+    sessions = session_factory(engine)
+    redis = create_redis(settings.bus)
+    relay = OutboxRelay(SqlOutboxStore(sessions, Outbox), redis, settings.bus)
+    service = UsersService(sessions, session_factory(read_engine), events_committed=relay.wake)
+    broker = create_broker(settings.bus, SERVICE)
+    consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
+    register_subscribers(broker, consumer, service)
+
+    async def migrate() -> None:
+        if settings.migrate_at_start:
+            await upgrade_async(MIGRATIONS, settings.database_url)
+
+    async def dispose() -> None:
+        await engine.dispose()
+        if read_engine is not engine:
+            await read_engine.dispose()
+
+    return ServiceRuntime(
+        service=SERVICE,
+        broker=broker,
+        redis=redis,
+        consumer=consumer,
+        components=[relay],
+        before_start=[migrate],
+        after_stop=[dispose],
+    )

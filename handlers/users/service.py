@@ -1,0 +1,111 @@
+"""The users domain: profiles. No bus, no HTTP here."""
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from db.engine import SessionFactory
+from db.outbox import add_event
+from handlers.users import SERVICE
+from handlers.users.models import Inbox, Outbox, Profile
+from schemas.commands import UpdateUser
+from schemas.envelope import Trace
+from schemas.errors import ErrorCode, ReplyError
+from schemas.events import Event, RegistrationStarted, UserCreated, UserCreationFailed, UserUpdated
+from schemas.replies import UserProfile
+from schemas.streams import EVENTS_USERS
+
+
+class NotFound(ReplyError):
+    """No such profile."""
+
+    code = ErrorCode.NOT_FOUND
+
+
+def profile_of(row: Profile) -> UserProfile:
+    """The contract view of a profile row."""
+    return UserProfile(
+        id=row.id, email=row.email, display_name=row.display_name, created_at=row.created_at, updated_at=row.updated_at
+    )
+
+
+class UsersService:
+    """Use cases of the users service: writes to the write engine, queries to the read engine."""
+
+    def __init__(
+        self,
+        sessions: SessionFactory,
+        read_sessions: SessionFactory | None = None,
+        *,
+        events_committed: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._sessions = sessions
+        self._read_sessions = read_sessions or sessions
+        self._events_committed = events_committed
+
+    def _emit(self, session: AsyncSession, event: Event, trace: Trace, subject: str) -> None:
+        add_event(session, Outbox, EVENTS_USERS, event, trace=trace, producer=SERVICE, subject=subject)
+
+    async def on_registration_started(self, event: RegistrationStarted, event_id: str, trace: Trace) -> None:
+        """Saga step: create the profile, or say why not. Once per event, however often delivered.
+
+        A concurrent duplicate delivery fails on the inbox key and is left pending; its
+        redelivery then finds the event handled.
+        """
+        async with self._sessions() as session, session.begin():
+            if await session.get(Inbox, event_id) is not None:
+                return
+            session.add(Inbox(event_id=event_id))
+            taken = (await session.exec(select(Profile.id).where(Profile.email == event.email))).first()
+            if taken is not None:
+                failed = UserCreationFailed(
+                    registration_id=event.registration_id,
+                    user_id=event.user_id,
+                    reason=ErrorCode.EMAIL_TAKEN,
+                    message="A profile with this email already exists.",
+                )
+                self._emit(session, failed, trace, event.user_id)
+            else:
+                row = Profile(
+                    id=event.user_id,
+                    email=event.email,
+                    display_name=event.display_name,
+                    registration_id=event.registration_id,
+                )
+                session.add(row)
+                created = UserCreated(
+                    registration_id=event.registration_id,
+                    user_id=row.id,
+                    email=row.email,
+                    display_name=row.display_name,
+                    created_at=row.created_at,
+                )
+                self._emit(session, created, trace, row.id)
+        self._events_committed()
+
+    async def get(self, user_id: str) -> UserProfile:
+        """One profile, from the read engine."""
+        async with self._read_sessions() as session:
+            row = await session.get(Profile, user_id)
+        if row is None:
+            raise NotFound("No such user.")
+        return profile_of(row)
+
+    async def update(self, cmd: UpdateUser, trace: Trace) -> UserProfile:
+        """Change a profile; emits UserUpdated when something changed."""
+        async with self._sessions() as session, session.begin():
+            row = await session.get(Profile, cmd.user_id)
+            if row is None:
+                raise NotFound("No such user.")
+            changes: dict[str, str] = {}
+            if cmd.display_name is not None and cmd.display_name != row.display_name:
+                row.display_name = changes["display_name"] = cmd.display_name
+            if changes:
+                row.updated_at = datetime.now(UTC)
+                session.add(row)
+                self._emit(session, UserUpdated(user_id=row.id, changes=changes), trace, row.id)
+        if changes:
+            self._events_committed()
+        return profile_of(row)

@@ -1,0 +1,44 @@
+"""Commands: what a caller asks a service to do. One stream per command (schemas.streams)."""
+
+from schemas.base import Contract
+from schemas.fields import DisplayName, Email, Identifier, Password
+
+
+class RegisterUser(Contract):
+    """Start the registration saga for a new account (``auth.register``)."""
+
+    email: Email
+    password: Password
+    display_name: DisplayName
+
+
+class GetRegistration(Contract):
+    """Ask for the state of a registration saga (``auth.get_registration``)."""
+
+    registration_id: Identifier
+
+
+class LogIn(Contract):
+    """Exchange an email and password for tokens (``auth.login``)."""
+
+    email: Email
+    password: str
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+class GetJwks(Contract):
+    """Ask the auth service for its public signing keys (``auth.jwks``)."""
+
+
+class GetUser(Contract):
+    """Read one profile (``users.get``)."""
+
+    user_id: Identifier
+
+
+class UpdateUser(Contract):
+    """Change one's own profile (``users.update``); fields left out stay as they are."""
+
+    user_id: Identifier
+    display_name: DisplayName | None = None

@@ -1,0 +1,90 @@
+"""Domain events: what happened, past tense. One stream per producing service.
+
+Every event type is listed in ``EVENT_TYPES`` with its schema version; a consumer looks
+the ``type`` header up there and skips the types it does not know.
+"""
+
+from datetime import datetime
+from typing import Final
+
+from schemas.base import Contract
+from schemas.errors import ErrorCode
+
+
+class Event(Contract):
+    """Base of every event: the payload part; the envelope carries id, time and trace."""
+
+
+class RegistrationStarted(Event):
+    """auth accepted a registration and holds pending credentials for it."""
+
+    registration_id: str
+    user_id: str
+    email: str
+    display_name: str
+
+
+class RegistrationCompleted(Event):
+    """The saga finished: the profile exists and the credentials are active."""
+
+    registration_id: str
+    user_id: str
+
+
+class RegistrationFailed(Event):
+    """The saga was compensated: the pending credentials were deleted."""
+
+    registration_id: str
+    user_id: str
+    reason: ErrorCode
+    message: str
+
+
+class UserLoggedIn(Event):
+    """A login succeeded and a session began."""
+
+    user_id: str
+    session_id: str
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+class UserCreated(Event):
+    """users created the profile asked for by a registration."""
+
+    registration_id: str
+    user_id: str
+    email: str
+    display_name: str
+    created_at: datetime
+
+
+class UserCreationFailed(Event):
+    """users refused the profile asked for by a registration."""
+
+    registration_id: str
+    user_id: str
+    reason: ErrorCode
+    message: str
+
+
+class UserUpdated(Event):
+    """A profile changed; ``changes`` names the fields and their new values."""
+
+    user_id: str
+    changes: dict[str, str]
+
+
+EVENT_TYPES: Final[dict[str, tuple[type[Event], int]]] = {
+    cls.__name__: (cls, 1)
+    for cls in (
+        RegistrationStarted,
+        RegistrationCompleted,
+        RegistrationFailed,
+        UserLoggedIn,
+        UserCreated,
+        UserCreationFailed,
+        UserUpdated,
+    )
+}
+"""Every event type: name -> (payload model, schema version)."""

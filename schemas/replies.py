@@ -1,0 +1,52 @@
+"""Replies: the typed result of a command, sent to the requester's inbox."""
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, Literal
+
+from schemas.base import Contract
+from schemas.errors import ErrorCode
+
+
+class RegistrationState(StrEnum):
+    """Where a registration saga stands."""
+
+    PENDING = "pending"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class UserProfile(Contract):
+    """A user's profile as the users service keeps it."""
+
+    id: str
+    email: str
+    display_name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class Registration(Contract):
+    """The state of one registration saga; ``user`` once completed, ``reason`` once failed."""
+
+    registration_id: str
+    user_id: str
+    state: RegistrationState
+    user: UserProfile | None = None
+    reason: ErrorCode | None = None
+    reason_message: str | None = None
+
+
+class TokenPair(Contract):
+    """What a successful login returns."""
+
+    access_token: str
+    refresh_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+
+
+class Jwks(Contract):
+    """A JSON Web Key Set (RFC 7517) of the auth service's public keys."""
+
+    keys: tuple[dict[str, Any], ...]

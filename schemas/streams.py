@@ -1,0 +1,41 @@
+"""Stream and channel names. The only place they are spelled out.
+
+Commands go to one stream per command, ``<service>.<command>``; events to one stream per
+producing service, ``events.<service>``, so the events of one aggregate stay ordered.
+A deployment may put a prefix in front of every name (``BUS_PREFIX``); tests use that to
+isolate themselves.
+"""
+
+from typing import Final
+
+AUTH_REGISTER: Final = "auth.register"
+AUTH_LOGIN: Final = "auth.login"
+AUTH_JWKS: Final = "auth.jwks"
+AUTH_GET_REGISTRATION: Final = "auth.get_registration"
+
+USERS_GET: Final = "users.get"
+USERS_UPDATE: Final = "users.update"
+
+EVENTS_AUTH: Final = "events.auth"
+EVENTS_USERS: Final = "events.users"
+
+COMMAND_STREAMS: Final = (
+    AUTH_REGISTER,
+    AUTH_LOGIN,
+    AUTH_JWKS,
+    AUTH_GET_REGISTRATION,
+    USERS_GET,
+    USERS_UPDATE,
+)
+EVENT_STREAMS: Final = (EVENTS_AUTH, EVENTS_USERS)
+
+INBOX_PREFIX: Final = "inbox."
+"""Reply inboxes: one Pub/Sub channel per requesting process, ``inbox.<process id>``."""
+
+HEARTBEAT_PREFIX: Final = "heartbeat."
+"""Liveness keys written by every handler instance: ``heartbeat.<service>.<instance>``."""
+
+
+def dead_letters(stream: str) -> str:
+    """The dead-letter stream of ``stream``."""
+    return f"dlq.{stream}"
