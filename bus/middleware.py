@@ -71,7 +71,9 @@ class BusMiddleware(BaseMiddleware):
         # The reply is published after this scope ends, through this same instance.
         self.consumed_id = msg.message_id
         try:
-            with correlated(msg.correlation_id, message_id=msg.message_id, type=headers.get(TYPE)):
+            with correlated(
+                msg.correlation_id, service=self.service, message_id=msg.message_id, type=headers.get(TYPE)
+            ):
                 try:
                     if deadline_passed(headers):
                         outcome = "expired"

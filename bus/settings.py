@@ -11,7 +11,7 @@ Environment = Literal["development", "test", "production"]
 class BusSettings(BaseSettings):
     """How to reach Redis and how to name things on it."""
 
-    model_config = SettingsConfigDict(env_prefix="BUS_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="BUS_", env_file=".env", extra="ignore", populate_by_name=True)
 
     redis_url: str = Field(
         default="redis://localhost:6379",

@@ -4,7 +4,9 @@ from typing import Any
 
 from litestar import Request, Response, get, post
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
+from litestar.params import FromPath, JSONBody
 
 from bus.correlation import new_id
 from bus.rpc import BusClient, outcome_key
@@ -47,7 +49,7 @@ def registration_response(registration: Registration) -> Response[UserProfile | 
     },
 )
 async def register(
-    data: RegisterUser, bus: BusClient, settings: GatewaySettings
+    data: JSONBody[RegisterUser], bus: NamedDependency[BusClient], settings: NamedDependency[GatewaySettings]
 ) -> Response[UserProfile | RegistrationPending]:
     """Run the registration saga and wait a bounded time for its outcome."""
     message_id = new_id()
@@ -70,7 +72,7 @@ async def register(
 
 
 @get("/v1/auth/registrations/{registration_id:str}", summary="A registration saga's state")
-async def get_registration(registration_id: str, bus: BusClient) -> Registration:
+async def get_registration(registration_id: FromPath[str], bus: NamedDependency[BusClient]) -> Registration:
     """pending, completed (with the user) or failed (with the reason)."""
     return await bus.request(
         streams.AUTH_GET_REGISTRATION, GetRegistration(registration_id=registration_id), Registration
@@ -83,7 +85,9 @@ async def get_registration(registration_id: str, bus: BusClient) -> Registration
     summary="Log in",
     responses={401: ResponseSpec(None, description="Unknown email or wrong password.", media_type=PROBLEM)},
 )
-async def login(data: LoginBody, request: Request[Any, Any, State], bus: BusClient) -> TokenPair:
+async def login(
+    data: JSONBody[LoginBody], request: Request[Any, Any, State], bus: NamedDependency[BusClient]
+) -> TokenPair:
     """An access token (JWT) and a refresh token for a valid email and password."""
     user_agent = request.headers.get("user-agent")
     command = LogIn(

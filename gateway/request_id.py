@@ -9,6 +9,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from loguru import logger
 
 from bus.correlation import correlated, new_id
+from gateway.state import SERVICE
 
 HEADER = "x-request-id"
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -33,7 +34,7 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
                 MutableScopeHeaders.from_message(message)["X-Request-ID"] = request_id
             await send(message)
 
-        with correlated(request_id):
+        with correlated(request_id, service=SERVICE):
             try:
                 await app(scope, receive, send_with_id)
             finally:

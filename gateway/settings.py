@@ -9,7 +9,7 @@ from bus.settings import BusSettings, Environment
 class GatewaySettings(BaseSettings):
     """Everything the gateway reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", env_file=".env", extra="ignore", populate_by_name=True)
 
     environment: Environment = Field(default="development", validation_alias="BUSWAY_ENV")
     host: str = "127.0.0.1"

@@ -1,6 +1,8 @@
 """/v1/users/*: one's own profile, and others' public profiles."""
 
 from litestar import get, patch
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody
 
 from bus.rpc import BusClient
 from gateway.bodies import ProfilePatch, PublicProfile
@@ -13,20 +15,24 @@ BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
 
 @get("/v1/users/me", summary="My profile", security=BEARER)
-async def get_me(claims: Claims, bus: BusClient) -> UserProfile:
+async def get_me(claims: NamedDependency[Claims], bus: NamedDependency[BusClient]) -> UserProfile:
     """The caller's own profile."""
     return await bus.request(streams.USERS_GET, GetUser(user_id=claims.user_id), UserProfile)
 
 
 @patch("/v1/users/me", summary="Change my profile", security=BEARER)
-async def patch_me(data: ProfilePatch, claims: Claims, bus: BusClient) -> UserProfile:
+async def patch_me(
+    data: JSONBody[ProfilePatch], claims: NamedDependency[Claims], bus: NamedDependency[BusClient]
+) -> UserProfile:
     """Change the fields given; the rest stay."""
     command = UpdateUser(user_id=claims.user_id, display_name=data.display_name)
     return await bus.request(streams.USERS_UPDATE, command, UserProfile)
 
 
 @get("/v1/users/{user_id:str}", summary="A user's public profile", security=BEARER)
-async def get_user(user_id: str, claims: Claims, bus: BusClient) -> PublicProfile:
+async def get_user(
+    user_id: FromPath[str], claims: NamedDependency[Claims], bus: NamedDependency[BusClient]
+) -> PublicProfile:
     """What any signed-in user may see of another: no email."""
     del claims  # required: only signed-in users may look
     profile = await bus.request(streams.USERS_GET, GetUser(user_id=user_id), UserProfile)

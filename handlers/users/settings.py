@@ -9,7 +9,7 @@ from bus.settings import BusSettings, Environment
 class UsersSettings(BaseSettings):
     """Everything the users service reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="USERS_", env_file=".env", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="USERS_", env_file=".env", extra="ignore", populate_by_name=True)
 
     environment: Environment = Field(default="development", validation_alias="BUSWAY_ENV")
     database_url: str = "sqlite+aiosqlite:///var/users.db"

@@ -1,0 +1,213 @@
+"""The async test harness: the whole system in-process, on real Redis and real databases.
+
+Use it to test busway, or your own subscriber next to it (docs/testing.md):
+
+    async def test_mine(system: System) -> None:
+        response = await system.http.post("/v1/auth/register", json={...})
+
+Every ``System`` gets its own stream/key prefix, so tests never see each other's
+messages; databases are made once per test session and backend (SQLite, PostgreSQL).
+"""
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import pytest
+from litestar import Litestar
+from redis.asyncio import Redis
+from sqlalchemy.engine import make_url
+
+from bus.broker import create_redis
+from bus.runtime import ServiceRuntime
+from bus.settings import BusSettings
+from db.engine import SessionFactory, create_engine, session_factory
+from db.migrations import upgrade_async
+from gateway.app import create_app as create_gateway
+from gateway.settings import GatewaySettings
+from gateway.state import gateway_of
+from handlers.auth.keys import generate_pem
+from handlers.auth.main import MIGRATIONS as AUTH_MIGRATIONS
+from handlers.auth.main import create_app as create_auth
+from handlers.auth.settings import AuthSettings
+from handlers.users.main import MIGRATIONS as USERS_MIGRATIONS
+from handlers.users.main import create_app as create_users
+from handlers.users.settings import UsersSettings
+
+T = TypeVar("T")
+
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+REDIS_URL = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
+POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+SIGNING_KEY = generate_pem().decode()
+
+
+def unavailable(what: str) -> None:
+    """A service the tests need is missing: a failure in CI, a skip on a laptop."""
+    if IN_CI:
+        pytest.fail(f"{what} is required in CI", pytrace=False)
+    pytest.skip(f"{what} is not available")
+
+
+@dataclass(frozen=True)
+class Databases:
+    """One database per service, migrated."""
+
+    backend: str
+    users_url: str
+    auth_url: str
+
+
+async def redis_available(url: str = REDIS_URL) -> bool:
+    """Whether a Redis server answers at ``url``."""
+    client = Redis.from_url(url, socket_connect_timeout=2)
+    try:
+        return bool(await client.ping())
+    except (OSError, ConnectionError, TimeoutError) as exc:
+        del exc
+        return False
+    except Exception:  # redis-py wraps connection failures in its own errors
+        return False
+    finally:
+        await client.aclose()
+
+
+@asynccontextmanager
+async def sqlite_databases(folder: Path) -> AsyncIterator[Databases]:
+    """Fresh, migrated SQLite files for both services."""
+    databases = Databases("sqlite", f"sqlite+aiosqlite:///{folder}/users.db", f"sqlite+aiosqlite:///{folder}/auth.db")
+    await upgrade_async(USERS_MIGRATIONS, databases.users_url)
+    await upgrade_async(AUTH_MIGRATIONS, databases.auth_url)
+    yield databases
+
+
+@asynccontextmanager
+async def postgres_databases(admin_url: str = POSTGRES_URL) -> AsyncIterator[Databases]:
+    """Fresh, migrated PostgreSQL databases for both services; dropped afterwards."""
+    url = make_url(admin_url)
+    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        admin = await asyncpg.connect(dsn, timeout=5)
+    except (OSError, asyncpg.PostgresError) as exc:
+        unavailable(f"PostgreSQL at {admin_url} ({exc})")
+        raise
+    suffix = uuid.uuid4().hex[:8]
+    names = {"users": f"busway_test_users_{suffix}", "auth": f"busway_test_auth_{suffix}"}
+    try:
+        for name in names.values():
+            await admin.execute(f'CREATE DATABASE "{name}"')
+        databases = Databases(
+            "postgres",
+            url.set(database=names["users"]).render_as_string(hide_password=False),
+            url.set(database=names["auth"]).render_as_string(hide_password=False),
+        )
+        await upgrade_async(USERS_MIGRATIONS, databases.users_url)
+        await upgrade_async(AUTH_MIGRATIONS, databases.auth_url)
+        yield databases
+    finally:
+        for name in names.values():
+            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+
+@dataclass
+class System:
+    """A running busway: gateway, users and auth in this process, on one prefix."""
+
+    prefix: str
+    bus: BusSettings
+    databases: Databases
+    http: httpx.AsyncClient
+    redis: Redis
+    app: Litestar
+    services: dict[str, ServiceRuntime]
+    _engines: list[Any] = field(default_factory=list)
+
+    def sessions(self, service: str) -> SessionFactory:
+        """A session factory on ``service``'s database, for assertions and set-up."""
+        engine = create_engine(self.databases.users_url if service == "users" else self.databases.auth_url)
+        self._engines.append(engine)
+        return session_factory(engine)
+
+    def stream(self, base: str) -> str:
+        """A stream name with this system's prefix."""
+        return self.bus.name(base)
+
+
+def settings_for(
+    databases: Databases, bus: BusSettings, **gateway: Any
+) -> tuple[UsersSettings, AuthSettings, GatewaySettings]:
+    """Settings for an in-process system: test environment, fast hashing, a fixed key."""
+    users = UsersSettings(environment="test", database_url=databases.users_url, migrate_on_start=False, bus=bus)
+    auth = AuthSettings(
+        environment="test",
+        database_url=databases.auth_url,
+        migrate_on_start=False,
+        signing_key=SIGNING_KEY,
+        argon2_time_cost=1,
+        argon2_memory_cost=1024,
+        argon2_parallelism=1,
+        bus=bus,
+    )
+    return users, auth, GatewaySettings(environment="test", bus=bus, **gateway)
+
+
+@asynccontextmanager
+async def run_system(databases: Databases, *, redis_url: str = REDIS_URL, **gateway: Any) -> AsyncIterator[System]:
+    """Start auth, users and the gateway in this process; stop them all afterwards."""
+    prefix = f"test-{uuid.uuid4().hex[:10]}:"
+    bus = BusSettings(redis_url=redis_url, prefix=prefix, polling_interval_ms=200, heartbeat_interval=0.5)
+    users_settings, auth_settings, gateway_settings = settings_for(databases, bus, **gateway)
+    services = {
+        "auth": create_auth(auth_settings, instance="auth-test"),
+        "users": create_users(users_settings, instance="users-test"),
+    }
+    app = create_gateway(gateway_settings, instance=f"gateway-{prefix}")
+    redis = create_redis(bus)
+    # The gateway's lifespan hooks, called directly: Litestar's lifespan runs an anyio task
+    # group that pytest-asyncio may enter and exit from different tasks.
+    gateway = gateway_of(app.state)
+    system: System | None = None
+    try:
+        for runtime in services.values():
+            await runtime.start()
+        await gateway.start()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            system = System(prefix, bus, databases, http, redis, app, services)
+            yield system
+    finally:
+        await gateway.stop()
+        for runtime in services.values():
+            if runtime.broker.running:
+                await runtime.stop()
+        if system is not None:
+            for engine in system._engines:
+                await engine.dispose()
+        await _delete_prefix(redis, prefix)
+        await redis.aclose()
+
+
+async def _delete_prefix(redis: Redis, prefix: str) -> None:
+    keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
+    if keys:
+        await redis.delete(*keys)
+
+
+async def eventually(check: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0, what: str = "") -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"timed out waiting for {what or check}")
+        await asyncio.sleep(0.05)
