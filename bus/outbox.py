@@ -49,6 +49,7 @@ class OutboxRelay:
         self._interval = interval
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         """Publish soon: a transaction with events has just committed."""
@@ -60,8 +61,9 @@ class OutboxRelay:
 
     async def stop(self) -> None:
         """Publish what is committed, then stop."""
+        self._stopping = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         with contextlib.suppress(Exception):
@@ -81,10 +83,15 @@ class OutboxRelay:
                 published += len(entries)
 
     async def _run(self) -> None:
-        while True:
+        # A stop flag rather than cancellation: a cancel racing the wake-up can be lost
+        # inside asyncio.wait_for on Python 3.11, leaving stop() waiting for ever.
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
+            if self._stopping:
+                return
             try:
                 await self.drain()
             except Exception as exc:  # keep relaying: the rows stay and are retried

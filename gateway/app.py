@@ -23,11 +23,10 @@ def create_app(settings: GatewaySettings | None = None, *, instance: str | None 
     async def stop() -> None:
         await gateway.stop()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[*auth_routes.ROUTES, *users_routes.ROUTES, *ops_routes.ROUTES],
         on_startup=[start],
         on_shutdown=[stop],
-        middleware=[request_id_middleware],
         exception_handlers=EXCEPTION_HANDLERS,
         dependencies=DEPENDENCIES,
         state=State({"gateway": gateway}),
@@ -42,3 +41,7 @@ def create_app(settings: GatewaySettings | None = None, *, instance: str | None 
         ),
         logging_config=None,
     )
+    # Outermost, not route middleware: Litestar answers unknown paths (404, 405) before
+    # its middleware stack, and those responses need the request id too.
+    app.asgi_handler = request_id_middleware(app.asgi_handler)
+    return app

@@ -53,9 +53,9 @@ async def system(redis_url: str, databases: Databases) -> AsyncIterator[System]:
 
 
 @pytest.fixture
-def log_records() -> Iterator[list[dict[str, Any]]]:
+def log_records() -> Iterator[list[Any]]:
     """Every log record emitted during the test (all levels)."""
-    records: list[dict[str, Any]] = []
+    records: list[Any] = []
     sink = logger.add(lambda message: records.append(message.record), level="DEBUG")
     yield records
     logger.remove(sink)

@@ -22,6 +22,7 @@ import asyncpg
 import httpx
 import pytest
 from litestar import Litestar
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
@@ -142,7 +143,7 @@ class System:
 
 
 def settings_for(
-    databases: Databases, bus: BusSettings, **gateway: Any
+    databases: Databases, bus: BusSettings, **gateway_options: Any
 ) -> tuple[UsersSettings, AuthSettings, GatewaySettings]:
     """Settings for an in-process system: test environment, fast hashing, a fixed key."""
     users = UsersSettings(environment="test", database_url=databases.users_url, migrate_on_start=False, bus=bus)
@@ -150,21 +151,23 @@ def settings_for(
         environment="test",
         database_url=databases.auth_url,
         migrate_on_start=False,
-        signing_key=SIGNING_KEY,
+        signing_key=SecretStr(SIGNING_KEY),
         argon2_time_cost=1,
         argon2_memory_cost=1024,
         argon2_parallelism=1,
         bus=bus,
     )
-    return users, auth, GatewaySettings(environment="test", bus=bus, **gateway)
+    return users, auth, GatewaySettings(environment="test", bus=bus, **gateway_options)
 
 
 @asynccontextmanager
-async def run_system(databases: Databases, *, redis_url: str = REDIS_URL, **gateway: Any) -> AsyncIterator[System]:
+async def run_system(
+    databases: Databases, *, redis_url: str = REDIS_URL, **gateway_options: Any
+) -> AsyncIterator[System]:
     """Start auth, users and the gateway in this process; stop them all afterwards."""
     prefix = f"test-{uuid.uuid4().hex[:10]}:"
     bus = BusSettings(redis_url=redis_url, prefix=prefix, polling_interval_ms=200, heartbeat_interval=0.5)
-    users_settings, auth_settings, gateway_settings = settings_for(databases, bus, **gateway)
+    users_settings, auth_settings, gateway_settings = settings_for(databases, bus, **gateway_options)
     services = {
         "auth": create_auth(auth_settings, instance="auth-test"),
         "users": create_users(users_settings, instance="users-test"),
@@ -179,7 +182,7 @@ async def run_system(databases: Databases, *, redis_url: str = REDIS_URL, **gate
         for runtime in services.values():
             await runtime.start()
         await gateway.start()
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
             system = System(prefix, bus, databases, http, redis, app, services)
             yield system
