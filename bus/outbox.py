@@ -85,7 +85,7 @@ class OutboxRelay:
     async def _run(self) -> None:
         # A stop flag rather than cancellation: a cancel racing the wake-up can be lost
         # inside asyncio.wait_for on Python 3.11, leaving stop() waiting for ever.
-        while not self._stopping:
+        while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self._interval):
                     await self._wake.wait()
