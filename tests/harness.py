@@ -129,7 +129,22 @@ class System:
     redis: Redis
     app: Litestar
     services: dict[str, ServiceRuntime]
+    settings: dict[str, Any] = field(default_factory=dict)
     _engines: list[Any] = field(default_factory=list)
+
+    async def restart(self, service: str) -> ServiceRuntime:
+        """Start a new instance of ``service`` (after stopping it), as a redeploy would."""
+        old = self.services[service]
+        if old.broker.running:
+            await old.stop()
+        runtime = (
+            create_users(self.settings[service], instance="users-test")
+            if service == "users"
+            else create_auth(self.settings[service], instance="auth-test")
+        )
+        await runtime.start()
+        self.services[service] = runtime
+        return runtime
 
     def sessions(self, service: str) -> SessionFactory:
         """A session factory on ``service``'s database, for assertions and set-up."""
@@ -184,11 +199,13 @@ async def run_system(
         await gateway.start()
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            system = System(prefix, bus, databases, http, redis, app, services)
+            system = System(
+                prefix, bus, databases, http, redis, app, services, {"users": users_settings, "auth": auth_settings}
+            )
             yield system
     finally:
         await gateway.stop()
-        for runtime in services.values():
+        for runtime in (system.services if system else services).values():
             if runtime.broker.running:
                 await runtime.stop()
         if system is not None:

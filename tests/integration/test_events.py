@@ -1,0 +1,150 @@
+"""Events: written with the state change, published by the relay, readable without busway,
+handled once however often delivered, and not lost while a consumer is down."""
+
+import json
+import uuid
+
+import pytest
+from redis.asyncio import Redis
+from sqlmodel import col, select
+
+from bus.outbox import OutboxRelay
+from db.outbox import SqlOutboxStore, add_event
+from handlers.auth.models import Credential, RegistrationRow
+from handlers.users.models import Outbox as UsersOutbox
+from handlers.users.models import Profile
+from schemas.envelope import Trace
+from schemas.events import UserUpdated
+from tests.e2e.conftest import PASSWORD, new_email
+from tests.harness import REDIS_URL, System, eventually
+
+pytestmark = pytest.mark.integration
+
+
+async def read_plain(redis_url: str, stream: str) -> list[dict[str, object]]:
+    """Read a stream the way a non-Python consumer would: XRANGE and json.loads."""
+    plain = Redis.from_url(redis_url, decode_responses=True)
+    try:
+        entries = await plain.xrange(stream)
+    finally:
+        await plain.aclose()
+    return [json.loads(fields["__data__"]) for _, fields in entries or [] if fields]
+
+
+async def test_a_rolled_back_change_publishes_nothing_and_a_committed_one_publishes_once(system: System) -> None:
+    sessions = system.sessions("users")
+    trace = Trace(correlation_id="corr-outbox")
+    event = UserUpdated(user_id="u-outbox", changes={"display_name": "X"})
+
+    async def failed_change() -> None:
+        async with sessions() as session, session.begin():
+            add_event(session, UsersOutbox, "events.test", event, trace=trace, producer="users")
+            raise RuntimeError("the state change failed")
+
+    with pytest.raises(RuntimeError):
+        await failed_change()
+    async with sessions() as session, session.begin():
+        row = add_event(session, UsersOutbox, "events.test", event, trace=trace, producer="users", subject="u-outbox")
+
+    relay = OutboxRelay(SqlOutboxStore(sessions, UsersOutbox), system.redis, system.bus)
+    assert await relay.drain() >= 1
+    assert await relay.drain() == 0  # marked published: nothing twice
+
+    entries = await read_plain(REDIS_URL, system.stream("events.test"))
+    assert [e["id"] for e in entries] == [row.id]
+    entry = entries[0]
+    assert entry["type"] == "UserUpdated"
+    assert entry["version"] == 1
+    assert entry["correlation_id"] == "corr-outbox"
+    assert entry["producer"] == "users"
+    assert entry["payload"] == {"user_id": "u-outbox", "changes": {"display_name": "X"}}
+    async with sessions() as session:
+        stored = (await session.exec(select(UsersOutbox).where(UsersOutbox.id == row.id))).one()
+    assert stored.published_at is not None
+
+
+async def test_registration_events_are_readable_with_plain_redis(system: System) -> None:
+    email = new_email()
+    response = await system.http.post(
+        "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": "Plain"}
+    )
+    assert response.status_code == 201
+    auth_events = await read_plain(REDIS_URL, system.stream("events.auth"))
+    started = next(e for e in auth_events if e["type"] == "RegistrationStarted")
+    payload = started["payload"]
+    assert isinstance(payload, dict)
+    assert payload["email"] == email
+    assert {"id", "type", "version", "occurred_at", "correlation_id", "producer", "payload"} <= set(started)
+    users_events = await read_plain(REDIS_URL, system.stream("events.users"))
+    created = next(e for e in users_events if e["type"] == "UserCreated")
+    assert created["causation_id"] == started["id"]
+    assert created["correlation_id"] == started["correlation_id"]
+
+
+async def test_a_redelivered_event_changes_nothing_twice(system: System) -> None:
+    email = new_email()
+    response = await system.http.post(
+        "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": "Once"}
+    )
+    assert response.status_code == 201
+    raw = Redis.from_url(REDIS_URL)
+    try:
+        stream = system.stream("events.auth")
+        for _, fields in await raw.xrange(stream) or []:
+            assert fields is not None
+            data = fields[b"__data__"]
+            if json.loads(data)["type"] == "RegistrationStarted":
+                await raw.xadd(stream, {"__data__": data})  # the same event, delivered again
+        users_stream = system.stream("events.users")
+
+        async def settled() -> bool:
+            groups = await raw.xinfo_groups(stream)
+            return all(int(g["pending"]) == 0 and int(g["lag"]) == 0 for g in groups)
+
+        await eventually(settled, what="the duplicate to be consumed")
+        created = [
+            e for e in await read_plain(REDIS_URL, users_stream) if e["type"] in {"UserCreated", "UserCreationFailed"}
+        ]
+    finally:
+        await raw.aclose()
+    async with system.sessions("users")() as session:
+        profiles = (await session.exec(select(Profile).where(Profile.email == email))).all()
+    assert len(profiles) == 1
+    assert len(created) == 1
+
+
+async def test_the_saga_finishes_when_a_stopped_handler_returns(system: System) -> None:
+    await system.services["users"].stop()
+    response = await system.http.post(
+        "/v1/auth/register", json={"email": new_email(), "password": PASSWORD, "display_name": "Later"}
+    )
+    assert response.status_code == 202, response.text
+    registration_id = response.json()["registration_id"]
+
+    await system.restart("users")
+
+    async def completed() -> bool:
+        state = (await system.http.get(f"/v1/auth/registrations/{registration_id}")).json()
+        return bool(state["state"] == "completed")
+
+    await eventually(completed, what="the saga to finish after users returned")
+    async with system.sessions("auth")() as session:
+        registration = await session.get(RegistrationRow, registration_id)
+        assert registration is not None
+        credential = await session.get(Credential, registration.user_id)
+    assert credential is not None
+    assert credential.status == "active"
+    async with system.sessions("users")() as session:
+        assert await session.get(Profile, registration.user_id) is not None
+
+
+async def test_no_credential_is_left_pending_after_many_registrations(system: System) -> None:
+    emails = [new_email() for _ in range(10)]
+    for email in emails:
+        response = await system.http.post(
+            "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": uuid.uuid4().hex[:8]}
+        )
+        assert response.status_code == 201
+    async with system.sessions("auth")() as session:
+        statuses = (await session.exec(select(Credential.status).where(col(Credential.email).in_(emails)))).all()
+    assert statuses == ["active"] * 10

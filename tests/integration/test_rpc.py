@@ -1,0 +1,127 @@
+"""Request-reply on real Redis: results, typed errors at once (never a timeout), deadlines."""
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from faststream.redis import RedisBroker
+
+from bus.broker import Consumer, create_broker, create_redis
+from bus.rpc import BusClient
+from bus.settings import BusSettings
+from schemas.base import Contract
+from schemas.errors import ErrorCode, ReplyError
+
+pytestmark = pytest.mark.integration
+
+
+class Echo(Contract):
+    text: str
+    mode: str = "ok"
+
+
+class Echoed(Contract):
+    text: str
+
+
+executed: list[str] = []
+
+
+@pytest.fixture
+async def bus(redis_url: str) -> AsyncIterator[tuple[BusClient, BusSettings]]:
+    settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:", polling_interval_ms=100)
+    server = create_broker(settings, "echo")
+    consumer = Consumer(settings, "echo", "echo-1")
+
+    @server.subscriber(stream=consumer.stream("echo.say"), max_workers=4)
+    async def say(cmd: Echo) -> Echoed:
+        executed.append(cmd.text)
+        if cmd.mode == "refuse":
+            raise ReplyError("No, thanks.", code=ErrorCode.FORBIDDEN)
+        if cmd.mode == "crash":
+            raise RuntimeError("internal detail that must not leak")
+        return Echoed(text=cmd.text.upper())
+
+    redis = create_redis(settings)
+    await consumer.ensure_groups(redis)
+    await server.start()
+    client_broker: RedisBroker = create_broker(settings, "client")
+    await client_broker.start()
+    inbox = create_redis(settings, blocking=True)
+    client = BusClient(client_broker, inbox, settings, "client-1")
+    await client.start()
+    try:
+        yield client, settings
+    finally:
+        await client.stop()
+        await client_broker.stop()
+        await server.stop()
+        keys = [k async for k in redis.scan_iter(match=f"{settings.prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+        await inbox.aclose()
+
+
+async def test_a_result_comes_back_typed(bus: tuple[BusClient, BusSettings]) -> None:
+    client, _ = bus
+    assert await client.request("echo.say", Echo(text="hi"), Echoed) == Echoed(text="HI")
+
+
+async def test_concurrent_requests_get_their_own_replies(bus: tuple[BusClient, BusSettings]) -> None:
+    client, _ = bus
+    texts = [f"m{i}" for i in range(50)]
+    replies = await asyncio.gather(*(client.request("echo.say", Echo(text=t), Echoed) for t in texts))
+    assert [r.text for r in replies] == [t.upper() for t in texts]
+
+
+async def test_a_domain_error_arrives_as_a_typed_error_not_a_timeout(bus: tuple[BusClient, BusSettings]) -> None:
+    client, _ = bus
+    started = time.monotonic()
+    with pytest.raises(ReplyError) as caught:
+        await client.request("echo.say", Echo(text="x", mode="refuse"), Echoed, timeout=30)
+    assert caught.value.reply.code == ErrorCode.FORBIDDEN
+    assert caught.value.reply.message == "No, thanks."
+    # A timeout would have taken the full 30 s; this checks the kind of failure, not speed.
+    assert time.monotonic() - started < 30
+
+
+async def test_a_crash_is_an_internal_error_without_details(bus: tuple[BusClient, BusSettings]) -> None:
+    client, _ = bus
+    with pytest.raises(ReplyError) as caught:
+        await client.request("echo.say", Echo(text="x", mode="crash"), Echoed, timeout=30)
+    assert caught.value.reply.code == ErrorCode.INTERNAL
+    assert "internal detail" not in caught.value.reply.message
+
+
+async def test_a_rejected_payload_is_a_typed_error_with_field_details(bus: tuple[BusClient, BusSettings]) -> None:
+    client, _ = bus
+
+    class Wrong(Contract):
+        texte: int
+
+    with pytest.raises(ReplyError) as caught:
+        await client.request("echo.say", Wrong(texte=1), Echoed, timeout=30)
+    assert caught.value.reply.code == ErrorCode.INVALID_PAYLOAD
+    assert {detail.loc[-1] for detail in caught.value.reply.details} >= {"text"}
+
+
+async def test_no_subscriber_is_unavailable_after_the_timeout(bus: tuple[BusClient, BusSettings]) -> None:
+    client, _ = bus
+    with pytest.raises(ReplyError) as caught:
+        await client.request("nobody.listens", Echo(text="x"), Echoed, timeout=0.3)
+    assert caught.value.reply.code == ErrorCode.UNAVAILABLE
+
+
+async def test_an_expired_command_is_not_executed(bus: tuple[BusClient, BusSettings]) -> None:
+    client, _ = bus
+    text = f"late-{uuid.uuid4().hex[:6]}"
+    future = client.expect("late-id")
+    await client.send("echo.say", Echo(text=text), message_id="late-id", timeout=0.001)
+    await asyncio.sleep(0.05)
+    with pytest.raises(ReplyError) as caught:
+        await client.wait(future, Echoed, timeout=10, what="echo.say")
+    assert caught.value.reply.code == ErrorCode.EXPIRED
+    assert text not in executed

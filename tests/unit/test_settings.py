@@ -1,0 +1,54 @@
+"""Configuration: bad values are reported by variable name; production needs real keys."""
+
+import subprocess
+import sys
+
+import pydantic
+import pytest
+
+from bus.middleware import deadline_passed
+from bus.process import settings_error
+from handlers.auth.settings import AuthSettings
+from handlers.users.settings import UsersSettings
+
+
+def test_production_refuses_to_start_without_signing_keys() -> None:
+    with pytest.raises(pydantic.ValidationError, match="AUTH_SIGNING_KEY"):
+        AuthSettings(environment="production", _env_file=None)
+
+
+def test_settings_errors_name_the_environment_variable() -> None:
+    with pytest.raises(pydantic.ValidationError) as caught:
+        UsersSettings(database_pool_size=0, _env_file=None)
+    report = settings_error(caught.value, "USERS_")
+    assert "USERS_DATABASE_POOL_SIZE" in report
+    assert "Traceback" not in report
+
+
+def test_a_service_with_a_bad_setting_exits_with_a_clear_message() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "handlers.users", "serve"],
+        env={"USERS_DATABASE_POOL_SIZE": "zero", "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "USERS_DATABASE_POOL_SIZE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unknown_command_is_refused() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "handlers.auth", "explode"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 2
+    assert "usage" in result.stderr
+
+
+def test_deadlines() -> None:
+    assert deadline_passed({"deadline": "1000"}, now_ms=2000)
+    assert not deadline_passed({"deadline": "3000"}, now_ms=2000)
+    assert not deadline_passed({}, now_ms=2000)
+    assert not deadline_passed({"deadline": "soon"}, now_ms=2000)
