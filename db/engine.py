@@ -30,7 +30,9 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
             Path(database).parent.mkdir(parents=True, exist_ok=True)
         options["connect_args"] = {"timeout": 30}
     else:
-        options.update(pool_size=pool_size, max_overflow=0, pool_pre_ping=True, pool_timeout=10)
+        # No pool_pre_ping: it costs a round trip per checkout. A connection broken by a
+        # server restart raises a disconnect error, which invalidates the pool instead.
+        options.update(pool_size=pool_size, max_overflow=0, pool_timeout=10, pool_recycle=1800)
     engine = create_async_engine(url, **options)
     if parsed.get_backend_name() == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

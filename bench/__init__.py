@@ -1,0 +1,1 @@
+"""Benchmarks: busway's bus path against the same work done directly."""
