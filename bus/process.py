@@ -22,6 +22,9 @@ def settings_error(exc: ValidationError, env_prefix: str) -> str:
     lines = ["Invalid configuration:"]
     for err in exc.errors():
         name = "_".join(str(p) for p in err["loc"]).upper()
+        if not name:  # a check across several settings
+            lines.append(f"  {err['msg']}")
+            continue
         variable = name if name.startswith(("BUS_", "REDIS_", "BUSWAY_")) else f"{env_prefix}{name}"
         lines.append(f"  {variable}: {err['msg']}")
     return "\n".join(lines)

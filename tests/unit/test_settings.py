@@ -13,8 +13,11 @@ from handlers.users.settings import UsersSettings
 
 
 def test_production_refuses_to_start_without_signing_keys() -> None:
-    with pytest.raises(pydantic.ValidationError, match="AUTH_SIGNING_KEY"):
+    with pytest.raises(pydantic.ValidationError, match="AUTH_SIGNING_KEY") as caught:
         AuthSettings(environment="production", _env_file=None)
+    report = settings_error(caught.value, "AUTH_")
+    assert "AUTH_SIGNING_KEY or AUTH_SIGNING_KEYS_DIR must be set" in report
+    assert "AUTH_:" not in report
 
 
 def test_settings_errors_name_the_environment_variable() -> None:
