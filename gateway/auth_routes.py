@@ -56,8 +56,9 @@ async def register(
     reply = bus.expect(message_id)
     outcome = bus.expect(outcome_key(message_id))
     try:
-        await bus.send(streams.AUTH_REGISTER, data, message_id=message_id, timeout=settings.request_timeout)
-        registration = await bus.wait(reply, Registration, timeout=settings.request_timeout, what=streams.AUTH_REGISTER)
+        timeout = settings.bus.request_timeout
+        await bus.send(streams.AUTH_REGISTER, data, message_id=message_id, timeout=timeout)
+        registration = await bus.wait(reply, Registration, timeout=timeout, what=streams.AUTH_REGISTER)
         try:
             registration = await bus.wait(
                 outcome, Registration, timeout=settings.registration_wait, what="the registration"

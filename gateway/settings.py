@@ -20,6 +20,5 @@ class GatewaySettings(BaseSettings):
     registration_wait: float = Field(
         default=3.0, ge=0, le=60, description="Seconds register waits for the saga before answering 202."
     )
-    request_timeout: float = Field(default=5.0, gt=0, le=120, description="Seconds to wait for a service's reply.")
     ready_services: tuple[str, ...] = ("users", "auth")
     bus: BusSettings = Field(default_factory=BusSettings)

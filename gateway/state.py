@@ -54,7 +54,7 @@ class Gateway:
         return self._redis
 
     async def _fetch_jwks(self) -> Jwks:
-        return await self.bus.request(streams.AUTH_JWKS, GetJwks(), Jwks, timeout=self.settings.request_timeout)
+        return await self.bus.request(streams.AUTH_JWKS, GetJwks(), Jwks)
 
     async def start(self) -> None:
         """Connect to Redis, open the reply inbox, fetch the signing keys if auth is up."""
