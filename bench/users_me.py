@@ -21,11 +21,10 @@ import uuid
 from contextlib import suppress
 from pathlib import Path
 
-import asyncpg
 import httpx
-from sqlalchemy.engine import make_url
 
-from db.migrations import upgrade
+from db.migrations import upgrade_async
+from db.provision import fresh_databases
 from handlers.auth.keys import generate_pem
 from handlers.auth.main import MIGRATIONS as AUTH_MIGRATIONS
 from handlers.users.main import MIGRATIONS as USERS_MIGRATIONS
@@ -94,31 +93,10 @@ async def run_python(url: str, token: str, connections: int, seconds: int) -> di
     }
 
 
-def load(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
+async def load(url: str, token: str, connections: int, seconds: int) -> dict[str, float]:
     if shutil.which("wrk"):
-        return run_wrk(url, token, connections, seconds)
-    return asyncio.run(run_python(url, token, connections, seconds))
-
-
-async def create_databases(admin_url: str, names: list[str]) -> None:
-    dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    admin = await asyncpg.connect(dsn)
-    try:
-        for name in names:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await admin.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await admin.close()
-
-
-async def drop_databases(admin_url: str, names: list[str]) -> None:
-    dsn = make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False)
-    admin = await asyncpg.connect(dsn)
-    try:
-        for name in names:
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
+        return await asyncio.to_thread(run_wrk, url, token, connections, seconds)
+    return await run_python(url, token, connections, seconds)
 
 
 def main() -> None:
@@ -134,15 +112,19 @@ def main() -> None:
         parser.error("--concurrency and --duration must be positive")
 
     admin_url = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    asyncio.run(run(args, admin_url))
+
+
+async def run(args: argparse.Namespace, admin_url: str) -> None:
     suffix = uuid.uuid4().hex[:6]
     names = [f"busway_bench_users_{suffix}", f"busway_bench_auth_{suffix}"]
-    asyncio.run(create_databases(admin_url, names))
-    base = make_url(admin_url)
-    users_url = base.set(database=names[0]).render_as_string(hide_password=False)
-    auth_url = base.set(database=names[1]).render_as_string(hide_password=False)
-    upgrade(USERS_MIGRATIONS, users_url)
-    upgrade(AUTH_MIGRATIONS, auth_url)
+    async with fresh_databases(admin_url, names) as (users_url, auth_url):
+        await upgrade_async(USERS_MIGRATIONS, users_url)
+        await upgrade_async(AUTH_MIGRATIONS, auth_url)
+        await measure(args, suffix, users_url, auth_url)
 
+
+async def measure(args: argparse.Namespace, suffix: str, users_url: str, auth_url: str) -> None:
     env = {
         **os.environ,
         "PYTHONUNBUFFERED": "1",
@@ -197,8 +179,8 @@ def main() -> None:
         results: list[dict[str, object]] = []
         for connections in args.concurrency:
             for variant, url in variants.items():
-                load(url, token, connections, args.warmup)
-                figures = load(url, token, connections, args.duration)
+                await load(url, token, connections, args.warmup)
+                figures = await load(url, token, connections, args.duration)
                 results.append({"scenario": "me", "variant": variant, "concurrency": connections, **figures})
         print(f"\nGET /v1/users/me, {args.duration}s per run, loader: {'wrk' if shutil.which('wrk') else 'python'}")
         print(f"{'variant':<10} {'C':>3} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}")
@@ -222,7 +204,6 @@ def main() -> None:
                 proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 proc.kill()
-        asyncio.run(drop_databases(admin_url, names))
 
 
 if __name__ == "__main__":

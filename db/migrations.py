@@ -1,6 +1,7 @@
 """Alembic, one history per service: the runner (CLI, start-up, tests) and env.py's body."""
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,16 @@ def upgrade(script_location: Path, url: str, revision: str = "head") -> None:
 async def upgrade_async(script_location: Path, url: str, revision: str = "head") -> None:
     """Apply migrations from async code (Alembic's env runs its own loop in a thread)."""
     await asyncio.to_thread(upgrade, script_location, url, revision)
+
+
+def migrate_at_start(script_location: Path, url: str, *, enabled: bool) -> Callable[[], Awaitable[None]]:
+    """A start-up hook that applies the migrations when ``enabled`` (development default)."""
+
+    async def migrate() -> None:
+        if enabled:
+            await upgrade_async(script_location, url)
+
+    return migrate
 
 
 def run_env(context: Any, metadata: MetaData) -> None:

@@ -31,6 +31,7 @@ from bus.runtime import ServiceRuntime
 from bus.settings import BusSettings
 from db.engine import SessionFactory, create_engine, session_factory
 from db.migrations import upgrade_async
+from db.provision import fresh_databases
 from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
 from gateway.state import gateway_of
@@ -89,33 +90,30 @@ async def sqlite_databases(folder: Path) -> AsyncIterator[Databases]:
     yield databases
 
 
+async def postgres_available(admin_url: str = POSTGRES_URL) -> str | None:
+    """None when PostgreSQL answers at ``admin_url``, else why not."""
+    try:
+        connection = await asyncpg.connect(
+            make_url(admin_url).set(drivername="postgresql").render_as_string(hide_password=False), timeout=5
+        )
+    except (OSError, asyncpg.PostgresError) as exc:
+        return str(exc)
+    await connection.close()
+    return None
+
+
 @asynccontextmanager
 async def postgres_databases(admin_url: str = POSTGRES_URL) -> AsyncIterator[Databases]:
     """Fresh, migrated PostgreSQL databases for both services; dropped afterwards."""
-    url = make_url(admin_url)
-    dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-    try:
-        admin = await asyncpg.connect(dsn, timeout=5)
-    except (OSError, asyncpg.PostgresError) as exc:
-        unavailable(f"PostgreSQL at {admin_url} ({exc})")
-        raise
+    problem = await postgres_available(admin_url)
+    if problem is not None:
+        unavailable(f"PostgreSQL at {admin_url} ({problem})")
     suffix = uuid.uuid4().hex[:8]
-    names = {"users": f"busway_test_users_{suffix}", "auth": f"busway_test_auth_{suffix}"}
-    try:
-        for name in names.values():
-            await admin.execute(f'CREATE DATABASE "{name}"')
-        databases = Databases(
-            "postgres",
-            url.set(database=names["users"]).render_as_string(hide_password=False),
-            url.set(database=names["auth"]).render_as_string(hide_password=False),
-        )
+    async with fresh_databases(admin_url, [f"busway_test_users_{suffix}", f"busway_test_auth_{suffix}"]) as urls:
+        databases = Databases("postgres", *urls)
         await upgrade_async(USERS_MIGRATIONS, databases.users_url)
         await upgrade_async(AUTH_MIGRATIONS, databases.auth_url)
         yield databases
-    finally:
-        for name in names.values():
-            await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @dataclass

@@ -6,7 +6,7 @@ from bus.broker import Consumer, create_broker, create_redis, instance_id
 from bus.outbox import OutboxRelay
 from bus.runtime import ServiceRuntime
 from db.engine import create_engine, session_factory
-from db.migrations import upgrade_async
+from db.migrations import migrate_at_start
 from db.outbox import SqlOutboxStore
 from handlers.users import SERVICE
 from handlers.users.models import Outbox
@@ -34,10 +34,6 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
     register_subscribers(broker, consumer, service)
 
-    async def migrate() -> None:
-        if settings.migrate_at_start:
-            await upgrade_async(MIGRATIONS, settings.database_url)
-
     async def dispose() -> None:
         await engine.dispose()
         if read_engine is not engine:
@@ -49,6 +45,6 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
         redis=redis,
         consumer=consumer,
         components=[relay],
-        before_start=[migrate],
+        before_start=[migrate_at_start(MIGRATIONS, settings.database_url, enabled=settings.migrate_at_start)],
         after_stop=[dispose],
     )
