@@ -1,6 +1,7 @@
 # busway: `just` lists the recipes.
 
 set dotenv-load := false
+set positional-arguments := true
 
 [private]
 default:
@@ -14,7 +15,7 @@ up:
 # Run one service in the foreground: users, auth or gateway
 [group('run')]
 run service:
-    uv run busway run {{service}}
+    uv run busway run "$1"
 
 # Apply the database migrations of users and auth
 [group('run')]
@@ -24,7 +25,7 @@ migrate:
 # Run the test suite against real Redis and a real database (pass pytest args after it)
 [group('dev')]
 test *args:
-    uv run pytest {{args}}
+    uv run pytest "$@"
 
 # Lint, format check, strict typing, architecture contracts
 [group('dev')]
@@ -43,4 +44,4 @@ fmt:
 # Measure GET /v1/users/me through the bus against the same query served directly
 [group('perf')]
 bench *args:
-    uv run python -m bench.users_me {{args}}
+    uv run python -m bench.users_me "$@"

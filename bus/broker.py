@@ -2,6 +2,7 @@
 
 import os
 import socket
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from faststream.redis import RedisBroker, StreamSub
@@ -19,12 +20,15 @@ def instance_id(service: str) -> str:
     return f"{service}-{socket.gethostname()}-{os.getpid()}"
 
 
-def create_broker(settings: BusSettings, service: str) -> RedisBroker:
-    """A FastStream broker speaking busway's wire format, with busway's middleware."""
+def create_broker(settings: BusSettings, service: str, *, scrubbed: Collection[str] = frozenset()) -> RedisBroker:
+    """A FastStream broker speaking busway's wire format, with busway's middleware.
+
+    Entries of the ``scrubbed`` streams are deleted once handled (see Consumer.stream).
+    """
     return RedisBroker(
         settings.redis_url,
         message_format=JsonEnvelopeFormat,
-        middlewares=[middleware_for(service)],
+        middlewares=[middleware_for(service, scrubbed)],
         logger=stdlib_logger(service),
         graceful_timeout=10.0,
     )
@@ -48,11 +52,18 @@ class Consumer:
     service: str
     instance: str
     groups: list[tuple[str, str]] = field(default_factory=list)
+    secret_streams: set[str] = field(default_factory=set)
 
-    def stream(self, base: str) -> StreamSub:
-        """Read ``base`` as a member of this service's group."""
+    def stream(self, base: str, *, secret: bool = False) -> StreamSub:
+        """Read ``base`` as a member of this service's group.
+
+        ``secret``: the commands carry secrets (passwords); each entry is deleted from the
+        stream as soon as it is handled, so no secret stays in Redis or its snapshots.
+        """
         name = self.settings.name(base)
         self.groups.append((name, self.service))
+        if secret:
+            self.secret_streams.add(name)
         return StreamSub(
             name,
             group=self.service,

@@ -4,7 +4,7 @@ One middleware does all of it so each message pays for one wrapper, not five.
 """
 
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -59,46 +59,22 @@ class BusMiddleware(BaseMiddleware):
     """Every message in and out of a busway process goes through this."""
 
     service: ClassVar[str] = "unknown"
+    scrubbed: ClassVar[Collection[str]] = frozenset()
     consumed_id: str | None = None
 
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
         """Run the handler with the message's correlation bound; map failures to replies."""
         headers = msg.headers
-        expects_reply = bool(msg.reply_to)
         started = time.perf_counter()
-        outcome = "ok"
         token = _consumed_id.set(msg.message_id)
         # The reply is published after this scope ends, through this same instance.
         self.consumed_id = msg.message_id
+        fields = {"service": self.service, "message_id": msg.message_id, "type": headers.get(TYPE)}
+        outcome = "error"
         try:
-            with correlated(
-                msg.correlation_id, service=self.service, message_id=msg.message_id, type=headers.get(TYPE)
-            ):
+            with correlated(msg.correlation_id, **fields):
                 try:
-                    if deadline_passed(headers):
-                        outcome = "expired"
-                        return error_response(
-                            ErrorReply(code=ErrorCode.EXPIRED, message="The deadline passed before the work began.")
-                        )
-                    return await call_next(msg)
-                except ReplyError as exc:
-                    outcome = exc.reply.code.value
-                    if not expects_reply:
-                        raise
-                    return error_response(exc.reply)
-                except ValidationError as exc:
-                    outcome = "invalid"
-                    if not expects_reply:
-                        raise
-                    return error_response(validation_error_reply(exc))
-                except Exception:
-                    outcome = "error"
-                    logger.exception("handler failed")
-                    if not expects_reply:
-                        raise
-                    return error_response(
-                        ErrorReply(code=ErrorCode.INTERNAL, message="The service failed to handle the message.")
-                    )
+                    result, outcome = await self._handle(call_next, msg)
                 finally:
                     logger.info(
                         "handled {}",
@@ -106,8 +82,45 @@ class BusMiddleware(BaseMiddleware):
                         outcome=outcome,
                         duration_ms=round((time.perf_counter() - started) * 1000, 2),
                     )
+            await self._scrub(msg)
+            return result
         finally:
             _consumed_id.reset(token)
+
+    async def _handle(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> tuple[Any, str]:
+        """The handler's result and the outcome to log.
+
+        A failing command gets an error reply; a failing event (no one to reply to)
+        raises, so it is not acked.
+        """
+        if deadline_passed(msg.headers):
+            error = ErrorReply(code=ErrorCode.EXPIRED, message="The deadline passed before the work began.")
+            return error_response(error), "expired"
+        try:
+            return await call_next(msg), "ok"
+        except ReplyError as exc:
+            if not msg.reply_to:
+                raise
+            return error_response(exc.reply), exc.reply.code.value
+        except ValidationError as exc:
+            if not msg.reply_to:
+                raise
+            return error_response(validation_error_reply(exc)), "invalid"
+        except Exception:
+            logger.exception("handler failed")
+            if not msg.reply_to:
+                raise
+            internal = ErrorReply(code=ErrorCode.INTERNAL, message="The service failed to handle the message.")
+            return error_response(internal), "error"
+
+    async def _scrub(self, msg: StreamMessage[Any]) -> None:
+        """Delete a handled entry of a secret-carrying stream (it is acked right after)."""
+        raw = msg.raw_message
+        if not self.scrubbed or not isinstance(raw, dict) or raw.get("channel") not in self.scrubbed:
+            return
+        client = getattr(msg, "consumer", None)
+        if client is not None:
+            await client.xdel(raw["channel"], *raw["message_ids"])
 
     async def publish_scope(self, call_next: Callable[[PublishCommand], Awaitable[Any]], cmd: PublishCommand) -> Any:
         """Fill in the envelope of everything this process publishes."""
@@ -126,6 +139,6 @@ class BusMiddleware(BaseMiddleware):
         return await call_next(cmd)
 
 
-def middleware_for(service: str) -> type[BusMiddleware]:
-    """The middleware class of one service (it stamps ``producer`` with its name)."""
-    return type(f"{service.title()}BusMiddleware", (BusMiddleware,), {"service": service})
+def middleware_for(service: str, scrubbed: Collection[str] = frozenset()) -> type[BusMiddleware]:
+    """The middleware class of one service: stamps ``producer``, deletes ``scrubbed`` entries."""
+    return type(f"{service.title()}BusMiddleware", (BusMiddleware,), {"service": service, "scrubbed": scrubbed})

@@ -20,12 +20,16 @@ S = TypeVar("S")
 def settings_error(exc: ValidationError, env_prefix: str) -> str:
     """A readable report of invalid settings, naming the environment variables."""
     lines = ["Invalid configuration:"]
+    # The shared bus settings are validated on their own (a default factory), so their
+    # errors carry BusSettings' title and field names without the service's prefix.
+    if exc.title == BusSettings.__name__:
+        env_prefix = "BUS_"
     for err in exc.errors():
         name = "_".join(str(p) for p in err["loc"]).upper()
         if not name:  # a check across several settings
             lines.append(f"  {err['msg']}")
             continue
-        variable = name if name.startswith(("BUS_", "REDIS_", "BUSWAY_")) else f"{env_prefix}{name}"
+        variable = name if name.startswith(("BUS_", "REDIS_", "BUSWAY_", "LOG_")) else f"{env_prefix}{name}"
         lines.append(f"  {variable}: {err['msg']}")
     return "\n".join(lines)
 

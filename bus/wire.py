@@ -9,6 +9,7 @@ A stream entry has one field, ``__data__`` (the name FastStream reads), holding:
 Pub/Sub replies carry the same object as the message. docs/wire-format.md is the spec.
 """
 
+import base64
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -20,6 +21,9 @@ from schemas.envelope import ENVELOPE_FIELDS, MESSAGE_ID, SCHEMA_VERSION
 DATA_FIELD = "__data__"
 JSON = "application/json"
 TEXT = "text/plain"
+BINARY = "application/octet-stream"
+BASE64 = "base64"
+_TRANSFER_ENCODING = "content-transfer-encoding"
 _CONTENT_TYPE = "content-type"
 _FASTSTREAM_ID = "message_id"
 _TOP_LEVEL = frozenset(ENVELOPE_FIELDS)
@@ -59,9 +63,15 @@ def encode(headers: Mapping[str, Any], payload: bytes, content_type: str | None 
     if content_type == JSON and payload:
         body = msgspec.Raw(payload)
     else:
-        body = msgspec.Raw(_encoder.encode(payload.decode("utf-8", errors="replace")))
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            # Bytes that are not text travel as base64, never silently mangled.
+            text = base64.b64encode(payload).decode()
+            rest[_TRANSFER_ENCODING] = BASE64
+        body = msgspec.Raw(_encoder.encode(text))
         if payload or content_type:
-            rest[_CONTENT_TYPE] = content_type or TEXT
+            rest[_CONTENT_TYPE] = content_type or (BINARY if _TRANSFER_ENCODING in rest else TEXT)
     return _encoder.encode(_Wire(**top, headers=rest, payload=body))
 
 
@@ -83,10 +93,14 @@ def decode(data: bytes) -> tuple[bytes, dict[str, Any]]:
     if wire.id is not None:
         headers[_FASTSTREAM_ID] = wire.id
     payload = bytes(wire.payload)
-    if headers.get(_CONTENT_TYPE, JSON) != JSON:
-        payload = msgspec.json.decode(payload, type=str).encode()
-    else:
+    if headers.get(_CONTENT_TYPE, JSON) == JSON:
         headers[_CONTENT_TYPE] = JSON
+        return payload, headers
+    try:
+        text = msgspec.json.decode(payload, type=str)
+        payload = base64.b64decode(text) if headers.get(_TRANSFER_ENCODING) == BASE64 else text.encode()
+    except (msgspec.DecodeError, ValueError):
+        return data, {}
     return payload, headers
 
 

@@ -146,7 +146,11 @@ class System:
 
     def sessions(self, service: str) -> SessionFactory:
         """A session factory on ``service``'s database, for assertions and set-up."""
-        engine = create_engine(self.databases.users_url if service == "users" else self.databases.auth_url)
+        urls = {"users": self.databases.users_url, "auth": self.databases.auth_url}
+        if service not in urls:
+            msg = f"no database for {service!r}; choose from {sorted(urls)}"
+            raise ValueError(msg)
+        engine = create_engine(urls[service])
         self._engines.append(engine)
         return session_factory(engine)
 

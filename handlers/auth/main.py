@@ -43,8 +43,8 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
         TokenSettings(issuer=settings.token_issuer, audience=settings.token_audience, ttl=settings.access_token_ttl),
         events_committed=relay.wake,
     )
-    broker = create_broker(settings.bus, SERVICE)
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
+    broker = create_broker(settings.bus, SERVICE, scrubbed=consumer.secret_streams)
     register_subscribers(broker, consumer, service)
 
     return ServiceRuntime(

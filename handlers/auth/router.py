@@ -17,7 +17,7 @@ def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthS
     """Attach auth's command and event subscribers to ``broker``."""
     workers = consumer.settings.max_workers
 
-    @broker.subscriber(stream=consumer.stream(streams.AUTH_REGISTER), max_workers=workers)
+    @broker.subscriber(stream=consumer.stream(streams.AUTH_REGISTER, secret=True), max_workers=workers)
     async def register(cmd: RegisterUser, message: RedisStreamMessage) -> Registration:
         notify = Notify(message.reply_to, outcome_key(message.message_id)) if message.reply_to else None
         return await service.register(cmd, trace_of(message), notify)
@@ -26,7 +26,7 @@ def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthS
     async def get_registration(cmd: GetRegistration) -> Registration:
         return await service.registration(cmd.registration_id)
 
-    @broker.subscriber(stream=consumer.stream(streams.AUTH_LOGIN), max_workers=workers)
+    @broker.subscriber(stream=consumer.stream(streams.AUTH_LOGIN, secret=True), max_workers=workers)
     async def login(cmd: LogIn, message: RedisStreamMessage) -> TokenPair:
         return await service.login(cmd, trace_of(message))
 

@@ -43,6 +43,6 @@ class AuthSettings(BaseSettings):
     @model_validator(mode="after")
     def _production_needs_keys(self) -> Self:
         if self.environment == "production" and self.signing_key is None and self.signing_keys_dir is None:
-            msg = "AUTH_SIGNING_KEY or AUTH_SIGNING_KEYS_DIR must be set outside development"
+            msg = "AUTH_SIGNING_KEY or AUTH_SIGNING_KEYS_DIR must be set in production"
             raise ValueError(msg)
         return self

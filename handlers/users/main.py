@@ -30,8 +30,8 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
     redis = create_redis(settings.bus)
     relay = OutboxRelay(SqlOutboxStore(sessions, Outbox), redis, settings.bus)
     service = UsersService(sessions, session_factory(read_engine), events_committed=relay.wake)
-    broker = create_broker(settings.bus, SERVICE)
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
+    broker = create_broker(settings.bus, SERVICE, scrubbed=consumer.secret_streams)
     register_subscribers(broker, consumer, service)
 
     async def dispose() -> None:

@@ -51,8 +51,8 @@ class UsersService:
     async def on_registration_started(self, event: RegistrationStarted, event_id: str, trace: Trace) -> None:
         """Saga step: create the profile, or say why not. Once per event, however often delivered.
 
-        A concurrent duplicate delivery fails on the inbox key and is left pending; its
-        redelivery then finds the event handled.
+        A concurrent duplicate delivery fails on the inbox key and stays pending (not
+        acked); when it is delivered again it finds the event handled.
         """
         async with self._sessions() as session, session.begin():
             if await session.get(Inbox, event_id) is not None:
@@ -68,11 +68,14 @@ class UsersService:
                 )
                 self._emit(session, failed, trace, event.user_id)
             else:
+                now = datetime.now(UTC)
                 row = Profile(
                     id=event.user_id,
                     email=event.email,
                     display_name=event.display_name,
                     registration_id=event.registration_id,
+                    created_at=now,
+                    updated_at=now,
                 )
                 session.add(row)
                 created = UserCreated(

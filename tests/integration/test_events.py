@@ -148,3 +148,25 @@ async def test_no_credential_is_left_pending_after_many_registrations(system: Sy
     async with system.sessions("auth")() as session:
         statuses = (await session.exec(select(Credential.status).where(col(Credential.email).in_(emails)))).all()
     assert statuses == ["active"] * 10
+
+
+async def test_no_password_stays_in_redis_after_register_and_login(system: System) -> None:
+    email = new_email()
+    body = {"email": email, "password": PASSWORD, "display_name": "Secret"}
+    assert (await system.http.post("/v1/auth/register", json=body)).status_code == 201
+    assert (await system.http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})).status_code == 200
+    assert (await system.http.post("/v1/auth/login", json={"email": email, "password": "wrong one"})).status_code == 401
+    raw = Redis.from_url(REDIS_URL)
+    try:
+        found = []
+        async for key in raw.scan_iter(match=f"{system.prefix}*", _type="stream"):
+            for _, fields in await raw.xrange(key) or []:
+                if fields and PASSWORD.encode() in fields[b"__data__"]:
+                    found.append(key)
+        for stream in ("auth.register", "auth.login"):
+            assert await raw.xlen(system.stream(stream)) == 0
+            groups = await raw.xinfo_groups(system.stream(stream))
+            assert [int(g["pending"]) for g in groups] == [0]
+    finally:
+        await raw.aclose()
+    assert found == []

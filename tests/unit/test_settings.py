@@ -16,7 +16,7 @@ def test_production_refuses_to_start_without_signing_keys() -> None:
     with pytest.raises(pydantic.ValidationError, match="AUTH_SIGNING_KEY") as caught:
         AuthSettings(environment="production", _env_file=None)
     report = settings_error(caught.value, "AUTH_")
-    assert "AUTH_SIGNING_KEY or AUTH_SIGNING_KEYS_DIR must be set" in report
+    assert "AUTH_SIGNING_KEY or AUTH_SIGNING_KEYS_DIR must be set in production" in report
     assert "AUTH_:" not in report
 
 
@@ -26,6 +26,21 @@ def test_settings_errors_name_the_environment_variable() -> None:
     report = settings_error(caught.value, "USERS_")
     assert "USERS_DATABASE_POOL_SIZE" in report
     assert "Traceback" not in report
+
+
+@pytest.mark.parametrize(("variable", "value"), [("BUS_PREFIX", "a b"), ("LOG_FORMAT", "xml")])
+def test_shared_bus_settings_errors_name_their_own_variable(variable: str, value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "handlers.auth", "serve"],
+        env={variable: value, "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"{variable}:" in result.stderr
+    assert "AUTH_" not in result.stderr
 
 
 def test_a_service_with_a_bad_setting_exits_with_a_clear_message() -> None:

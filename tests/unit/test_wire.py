@@ -47,6 +47,16 @@ def test_text_payloads_travel_as_json_strings() -> None:
     assert headers["content-type"] == wire.TEXT
 
 
+def test_binary_payloads_travel_as_base64_and_come_back_intact() -> None:
+    blob = bytes(range(256))
+    data = wire.encode({"id": "m"}, blob, None)
+    document = json.loads(data)
+    assert document["headers"]["content-transfer-encoding"] == "base64"
+    payload, headers = wire.decode(data)
+    assert payload == blob
+    assert headers["content-type"] == wire.BINARY
+
+
 def test_foreign_bytes_come_back_unchanged_without_headers() -> None:
     for garbage in (b"\x89BIN\x00\x01", b"not json", b"[1,2]", b'{"payload": }'):
         payload, headers = wire.decode(garbage)
