@@ -31,6 +31,9 @@ async def test_ready_lists_live_instances_and_fails_without_one(system: System) 
 
 
 async def test_openapi_schema_lists_the_routes(system: System) -> None:
+    page = await system.http.get("/schema")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
     response = await system.http.get("/schema/openapi.json")
     assert response.status_code == 200
     paths = response.json()["paths"]
