@@ -4,9 +4,14 @@ from typing import Any
 
 from litestar import Response, get
 from litestar.datastructures import State
+from litestar.di import NamedDependency
 
 from bus.heartbeat import live_instances
+from bus.rpc import BusClient
 from gateway.state import gateway_of
+from schemas import streams
+from schemas.commands import Ping
+from schemas.replies import Pong
 
 
 @get("/health", summary="Liveness", include_in_schema=True)
@@ -35,4 +40,10 @@ async def ready(state: State) -> Response[dict[str, Any]]:
     return Response({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)
 
 
-ROUTES = [health, ready]
+@get("/v1/ping", summary="A round trip through the bus to the users service")
+async def ping(bus: NamedDependency[BusClient]) -> Pong:
+    """Pong from a users instance: the gateway, Redis and a handler all work."""
+    return await bus.request(streams.USERS_PING, Ping(), Pong)
+
+
+ROUTES = [health, ready, ping]

@@ -37,6 +37,10 @@ class GetUser(Contract):
     user_id: Identifier
 
 
+class Ping(Contract):
+    """Ask a service to answer at once: a check of the whole bus path (``users.ping``)."""
+
+
 class UpdateUser(Contract):
     """Change one's own profile (``users.update``); fields left out stay as they are."""
 

@@ -50,3 +50,9 @@ class Jwks(Contract):
     """A JSON Web Key Set (RFC 7517) of the auth service's public keys."""
 
     keys: tuple[dict[str, Any], ...]
+
+
+class Pong(Contract):
+    """The answer to a Ping: which service answered."""
+
+    service: str

@@ -15,6 +15,7 @@ AUTH_GET_REGISTRATION: Final = "auth.get_registration"
 
 USERS_GET: Final = "users.get"
 USERS_UPDATE: Final = "users.update"
+USERS_PING: Final = "users.ping"
 
 EVENTS_AUTH: Final = "events.auth"
 EVENTS_USERS: Final = "events.users"
@@ -26,6 +27,7 @@ COMMAND_STREAMS: Final = (
     AUTH_GET_REGISTRATION,
     USERS_GET,
     USERS_UPDATE,
+    USERS_PING,
 )
 EVENT_STREAMS: Final = (EVENTS_AUTH, EVENTS_USERS)
 

@@ -7,9 +7,9 @@ from bus.broker import Consumer
 from bus.events import decode_event, trace_of
 from handlers.users.service import UsersService
 from schemas import streams
-from schemas.commands import GetUser, UpdateUser
+from schemas.commands import GetUser, Ping, UpdateUser
 from schemas.events import RegistrationStarted
-from schemas.replies import UserProfile
+from schemas.replies import Pong, UserProfile
 
 
 def register_subscribers(broker: RedisBroker, consumer: Consumer, service: UsersService) -> None:
@@ -19,6 +19,10 @@ def register_subscribers(broker: RedisBroker, consumer: Consumer, service: Users
     @broker.subscriber(stream=consumer.stream(streams.USERS_GET), max_workers=workers)
     async def get_user(cmd: GetUser) -> UserProfile:
         return await service.get(cmd.user_id)
+
+    @broker.subscriber(stream=consumer.stream(streams.USERS_PING), max_workers=workers)
+    async def ping(_: Ping) -> Pong:
+        return Pong(service=consumer.service)
 
     @broker.subscriber(stream=consumer.stream(streams.USERS_UPDATE), max_workers=workers)
     async def update_user(cmd: UpdateUser, message: RedisStreamMessage) -> UserProfile:

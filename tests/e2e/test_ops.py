@@ -16,6 +16,16 @@ async def test_health(system: System) -> None:
     assert response.json() == {"status": "ok"}
 
 
+async def test_ping_goes_through_the_bus_and_fails_cleanly_without_users(system: System) -> None:
+    pong = await system.http.get("/v1/ping")
+    assert pong.status_code == 200
+    assert pong.json() == {"service": "users"}
+    await system.services["users"].stop()
+    down = await system.http.get("/v1/ping")
+    assert down.status_code == 503
+    assert down.headers["retry-after"] == "1"
+
+
 async def test_ready_lists_live_instances_and_fails_without_one(system: System) -> None:
     ready = await system.http.get("/ready")
     assert ready.status_code == 200, ready.text
