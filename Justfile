@@ -41,7 +41,7 @@ fmt:
     uv run ruff format .
     uv run ruff check --fix .
 
-# Measure GET /v1/users/me through the bus against the same query served directly
+# Benchmark busway against a monolith, an HTTP proxy and FastStream request (--quick for a smoke test)
 [group('perf')]
 bench *args:
-    uv run python -m bench.users_me "$@"
+    uv run python -m bench.run "$@"

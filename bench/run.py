@@ -1,0 +1,370 @@
+"""``just bench``: busway against a monolith, an HTTP-proxy gateway and FastStream's request.
+
+Every variant runs as real processes on loopback with PostgreSQL databases of its own
+and serves the same routes (bench/apps.py). Each is warmed up, then loaded scenario by
+scenario with wrk (or a Python load generator when wrk is absent). One table is
+printed; bench/results/latest.json and latest.png are written. No thresholds: the
+figures are for reading, and the ratios compare variants of the same run.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from db.migrations import upgrade_async
+from db.provision import fresh_databases
+from handlers.auth.keys import generate_pem
+from handlers.auth.main import MIGRATIONS as AUTH_MIGRATIONS
+from handlers.users.main import MIGRATIONS as USERS_MIGRATIONS
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+PORT = 18100
+PASSWORD = "bench password 1"
+PY = sys.executable
+
+# name -> processes: (label, argv, extra env)
+VARIANTS: dict[str, list[tuple[str, list[str], dict[str, str]]]] = {
+    "direct": [("direct", [PY, "-m", "bench.apps", "direct"], {"BENCH_PORT": str(PORT)})],
+    "http-proxy": [
+        ("service", [PY, "-m", "bench.apps", "direct"], {"BENCH_PORT": str(PORT + 1)}),
+        (
+            "proxy",
+            [PY, "-m", "bench.apps", "proxy"],
+            {"BENCH_PORT": str(PORT), "BENCH_UPSTREAM": f"http://127.0.0.1:{PORT + 1}"},
+        ),
+    ],
+    "faststream-request": [
+        ("fs-handler", [PY, "-m", "bench.apps", "fs-handler"], {}),
+        ("fs-gateway", [PY, "-m", "bench.apps", "fs-gateway"], {"BENCH_PORT": str(PORT)}),
+    ],
+    "busway": [
+        ("users", [PY, "-m", "handlers.users", "serve"], {}),
+        ("auth", [PY, "-m", "handlers.auth", "serve"], {}),
+        ("gateway", [PY, "-m", "gateway"], {"GATEWAY_PORT": str(PORT)}),
+    ],
+}
+SCENARIOS = ("echo", "me", "login", "register")
+
+
+@dataclass(frozen=True)
+class Request:
+    """What one scenario sends."""
+
+    method: str
+    path: str
+    body: str | None = None
+    unique_email: bool = False
+    token: str | None = None
+
+
+def scenario_request(scenario: str, email: str, token: str) -> Request:
+    login = json.dumps({"email": email, "password": PASSWORD})
+    register = '{"email":"%s","password":"' + PASSWORD + '","display_name":"Bench"}'
+    return {
+        "echo": Request("GET", "/v1/ping"),
+        "me": Request("GET", "/v1/users/me", token=token),
+        "login": Request("POST", "/v1/auth/login", body=login),
+        "register": Request("POST", "/v1/auth/register", body=register, unique_email=True),
+    }[scenario]
+
+
+def wrk_script(request: Request) -> str:
+    headers = ['["Content-Type"] = "application/json"']
+    if request.token:
+        headers.append(f'["Authorization"] = "Bearer {request.token}"')
+    lines = [f"wrk.method = {json.dumps(request.method)}", f"wrk.path = {json.dumps(request.path)}"]
+    lines += [f"wrk.headers{h}" for h in headers]
+    if request.unique_email:
+        template = json.dumps(request.body)
+        lines += [
+            "local counter = 0",
+            "init = function(args) math.randomseed(os.time() + tonumber(tostring({}):sub(8), 16)) end",
+            "request = function()",
+            "  counter = counter + 1",
+            '  local email = string.format("b%d-%d@bench.example.com", math.random(1, 2000000000), counter)',
+            f"  return wrk.format(nil, nil, nil, string.format({template}, email))",
+            "end",
+        ]
+    elif request.body is not None:
+        lines.append(f"wrk.body = {json.dumps(request.body)}")
+    lines += [
+        "done = function(summary, latency, requests)",
+        '  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests,',
+        "    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write"
+        " + summary.errors.timeout, summary.duration, latency:percentile(50), latency:percentile(99)))",
+        "end",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def run_wrk(base: str, request: Request, connections: int, seconds: float) -> dict[str, float]:
+    script = Path(f"/tmp/busway-bench-{os.getpid()}.lua")
+    script.write_text(wrk_script(request))
+    argv = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
+    out = subprocess.run([*argv, "-s", str(script), base], capture_output=True, text=True, check=True).stdout
+    match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out)
+    if not match:
+        raise SystemExit(f"bench: could not read wrk's output:\n{out}")
+    requests, errors, duration_us, p50_us, p99_us = (float(g) for g in match.groups())
+    return {"rps": requests / (duration_us / 1e6), "p50_ms": p50_us / 1000, "p99_ms": p99_us / 1000, "errors": errors}
+
+
+async def run_python(base: str, request: Request, connections: int, seconds: float) -> dict[str, float]:
+    latencies: list[float] = []
+    errors = 0
+    headers = {"content-type": "application/json"}
+    if request.token:
+        headers["authorization"] = f"Bearer {request.token}"
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_connections=connections), timeout=10) as client:
+
+        async def worker() -> None:
+            nonlocal errors
+            while time.monotonic() < deadline:
+                body = request.body
+                if request.unique_email and body is not None:
+                    body = body % f"b{uuid.uuid4().hex}@bench.example.com"
+                started = time.perf_counter()
+                try:
+                    response = await client.request(request.method, request.path, content=body, headers=headers)
+                    errors += response.status_code >= 400
+                except httpx.HTTPError:
+                    errors += 1
+                latencies.append(time.perf_counter() - started)
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.monotonic() - started
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else [0.0] * 99
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": quantiles[49] * 1000,
+        "p99_ms": quantiles[98] * 1000,
+        "errors": float(errors),
+    }
+
+
+async def load(base: str, request: Request, connections: int, seconds: float) -> dict[str, float]:
+    if shutil.which("wrk"):
+        return await asyncio.to_thread(run_wrk, base, request, connections, seconds)
+    return await run_python(base, request, connections, seconds)
+
+
+def peak_rss_mb(pid: int) -> float:
+    with suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Running:
+    variant: str
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+
+@contextmanager
+def started(variant: str, env: dict[str, str], logs: Path) -> Iterator[Running]:
+    running = Running(variant)
+    try:
+        for label, argv, extra in VARIANTS[variant]:
+            out = (logs / f"{variant}-{label}.log").open("w")
+            running.procs[label] = subprocess.Popen(
+                argv, cwd=ROOT, env={**env, **extra}, stdout=out, stderr=subprocess.STDOUT
+            )
+        yield running
+    finally:
+        for proc in running.procs.values():
+            proc.terminate()
+        for proc in running.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_ready(base: str, running: Running, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    path = "/ready" if running.variant == "busway" else "/v1/ping"
+    while time.monotonic() < deadline:
+        for label, proc in running.procs.items():
+            if proc.poll() is not None:
+                raise SystemExit(f"bench: {running.variant}/{label} exited with {proc.returncode}; see its log")
+        with suppress(httpx.HTTPError):
+            if (
+                httpx.get(base + path, timeout=2).status_code == 200
+                and httpx.get(base + "/v1/ping", timeout=5).status_code == 200
+            ):
+                return
+        time.sleep(0.3)
+    raise SystemExit(f"bench: {running.variant} did not become ready")
+
+
+def account(base: str) -> tuple[str, str]:
+    email = f"bench-{uuid.uuid4().hex[:10]}@example.com"
+    body = {"email": email, "password": PASSWORD, "display_name": "Bench"}
+    created = httpx.post(base + "/v1/auth/register", json=body, timeout=30)
+    if created.status_code != 201:
+        raise SystemExit(f"bench: register answered {created.status_code}: {created.text}")
+    login = httpx.post(base + "/v1/auth/login", json={"email": email, "password": PASSWORD}, timeout=30)
+    login.raise_for_status()
+    return email, login.json()["access_token"]
+
+
+async def bench_variant(
+    variant: str, args: argparse.Namespace, admin_url: str, logs: Path
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
+    suffix = uuid.uuid4().hex[:6]
+    names = [f"busway_bench_users_{suffix}", f"busway_bench_auth_{suffix}"]
+    async with fresh_databases(admin_url, names) as (users_url, auth_url):
+        await upgrade_async(USERS_MIGRATIONS, users_url)
+        await upgrade_async(AUTH_MIGRATIONS, auth_url)
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "BUSWAY_ENV": "test",
+            "BUS_PREFIX": f"bench-{suffix}:",
+            "LOG_LEVEL": "WARNING",
+            "USERS_DATABASE_URL": users_url,
+            "AUTH_DATABASE_URL": auth_url,
+            "USERS_MIGRATE_ON_START": "false",
+            "AUTH_MIGRATE_ON_START": "false",
+            "AUTH_SIGNING_KEY": args.signing_key,
+        }
+        base = f"http://127.0.0.1:{PORT}"
+        rows: list[dict[str, Any]] = []
+        with started(variant, env, logs) as running:
+            await asyncio.to_thread(wait_ready, base, running)
+            email, token = await asyncio.to_thread(account, base)
+            for scenario in args.scenarios:
+                request = scenario_request(scenario, email, token)
+                for connections in args.concurrency:
+                    await load(base, request, connections, args.warmup)
+                    figures = await load(base, request, connections, args.duration)
+                    rows.append({"scenario": scenario, "variant": variant, "concurrency": connections, **figures})
+                    print(f"  {variant:<19} {scenario:<9} C={connections:<3} {figures['rps']:>8.0f} req/s", flush=True)
+            rss = {label: peak_rss_mb(proc.pid) for label, proc in running.procs.items()}
+        return rows, rss
+
+
+def ratio(rows: list[dict[str, Any]], scenario: str, connections: int, over: str) -> float | None:
+    by = {r["variant"]: r["rps"] for r in rows if r["scenario"] == scenario and r["concurrency"] == connections}
+    if "busway" in by and by.get(over):
+        return float(by["busway"] / by[over])
+    return None
+
+
+def report(rows: list[dict[str, Any]], rss: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
+    lines = [f"{'scenario':<9} {'variant':<19} {'C':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"]
+    for row in sorted(rows, key=lambda r: (SCENARIOS.index(r["scenario"]), r["concurrency"])):
+        lines.append(
+            f"{row['scenario']:<9} {row['variant']:<19} {row['concurrency']:>3} {row['rps']:>8.0f} "
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6.0f}"
+        )
+    lines.append("")
+    lines.append("ratios of throughput (same run): busway/direct, busway/faststream-request")
+    for scenario in args.scenarios:
+        for connections in args.concurrency:
+            parts = [f"{scenario:<9} C={connections:<3}"]
+            for over in ("direct", "faststream-request"):
+                value = ratio(rows, scenario, connections, over)
+                parts.append(f"{over}: {value:.2f}" if value is not None else f"{over}: -")
+            lines.append("  ".join(parts))
+    lines.append("")
+    lines.append("peak RSS per process (MB)")
+    for variant, procs in rss.items():
+        lines.append(f"  {variant:<19} " + ", ".join(f"{label} {mb:.0f}" for label, mb in procs.items()))
+    return "\n".join(lines)
+
+
+def chart(rows: list[dict[str, Any]], path: Path, connections: int) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
+    scenarios = [s for s in SCENARIOS if any(r["scenario"] == s for r in rows)]
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / max(1, len(variants))
+    for i, variant in enumerate(variants):
+        values = [
+            next(
+                (
+                    r["rps"]
+                    for r in rows
+                    if r["variant"] == variant and r["scenario"] == s and r["concurrency"] == connections
+                ),
+                0,
+            )
+            for s in scenarios
+        ]
+        ax.bar([x + i * width for x in range(len(scenarios))], values, width, label=variant)
+    ax.set_xticks([x + width * (len(variants) - 1) / 2 for x in range(len(scenarios))], scenarios)
+    ax.set_yscale("log")
+    ax.set_ylabel("requests per second (log)")
+    ax.set_title(f"busway vs alternatives, C={connections}, {os.cpu_count()} cores")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10, help="seconds of load per run (default 10)")
+    parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per run (default 2)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--quick", action="store_true", help="a smoke test: 1 s runs at C=32")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.warmup, args.concurrency = 1, 0.5, [32]
+    if min(args.concurrency) < 1 or args.duration <= 0 or args.warmup < 0:
+        parser.error("--concurrency and --duration must be positive, --warmup not negative")
+    args.signing_key = generate_pem().decode()
+    admin_url = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
+    logs = Path("/tmp/busway-bench-logs")
+    logs.mkdir(exist_ok=True)
+
+    rows: list[dict[str, Any]] = []
+    rss: dict[str, dict[str, float]] = {}
+    loader = "wrk" if shutil.which("wrk") else "python (httpx)"
+    print(f"bench: {len(args.variants)} variants, loader {loader}, logs in {logs}", flush=True)
+    for variant in args.variants:
+        variant_rows, rss[variant] = asyncio.run(bench_variant(variant, args, admin_url, logs))
+        rows += variant_rows
+    table = report(rows, rss, args)
+    print("\n" + table)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    machine = {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
+    with suppress(OSError):
+        model = re.search(r"model name\s*:\s*(.+)", Path("/proc/cpuinfo").read_text())
+        machine["cpu"] = model.group(1) if model else "unknown"
+    summary = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "machine": machine, "loader": loader,
+               "duration": args.duration, "results": rows, "peak_rss_mb": rss}  # fmt: skip
+    (RESULTS / "latest.json").write_text(json.dumps(summary, indent=2))
+    chart(rows, RESULTS / "latest.png", max(args.concurrency))
+    print(f"\nwritten {RESULTS.relative_to(ROOT)}/latest.json and latest.png")
+
+
+if __name__ == "__main__":
+    main()
