@@ -97,6 +97,7 @@ def domain() -> Domain:
         time_cost=settings.argon2_time_cost,
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,
+        concurrency=settings.hashing_concurrency,
     )
     tokens = TokenSettings(
         issuer=settings.token_issuer, audience=settings.token_audience, ttl=settings.access_token_ttl

@@ -7,7 +7,7 @@ from litestar.datastructures import State
 from loguru import logger
 from redis.asyncio import Redis
 
-from bus.broker import create_broker, create_redis, instance_id
+from bus.broker import create_redis, instance_id
 from bus.rpc import BusClient
 from gateway.settings import GatewaySettings
 from gateway.tokens import TokenVerifier
@@ -25,7 +25,6 @@ class Gateway:
     def __init__(self, settings: GatewaySettings, instance: str | None = None) -> None:
         self.settings = settings
         self.instance = instance or instance_id(SERVICE)
-        self.broker = create_broker(settings.bus, SERVICE)
         self._redis: Redis | None = None
         self._inbox_redis: Redis | None = None
         self._bus: BusClient | None = None
@@ -58,10 +57,9 @@ class Gateway:
 
     async def start(self) -> None:
         """Connect to Redis, open the reply inbox, fetch the signing keys if auth is up."""
-        await self.broker.start()
         self._redis = create_redis(self.settings.bus)
         self._inbox_redis = create_redis(self.settings.bus, blocking=True)
-        self._bus = BusClient(self.broker, self._inbox_redis, self.settings.bus, self.instance)
+        self._bus = BusClient(self._inbox_redis, self.settings.bus, self.instance, producer=SERVICE)
         await self._bus.start()
         # In the background: the auth service may start after the gateway.
         self._keys_task = asyncio.create_task(self._load_keys(), name="load signing keys")
@@ -80,7 +78,6 @@ class Gateway:
                 await self._keys_task
         if self._bus is not None:
             await self._bus.stop()
-        await self.broker.stop()
         for client in (self._redis, self._inbox_redis):
             if client is not None:
                 await client.aclose()

@@ -38,6 +38,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_cost,
             parallelism=settings.argon2_parallelism,
+            concurrency=settings.hashing_concurrency,
         ),
         load_keys(settings),
         TokenSettings(issuer=settings.token_issuer, audience=settings.token_audience, ttl=settings.access_token_ttl),

@@ -1,6 +1,7 @@
 """Password hashing: argon2 for new hashes, bcrypt accepted (the monolith's), off the event loop."""
 
 import asyncio
+import os
 
 from passlib.context import CryptContext
 
@@ -8,7 +9,9 @@ from passlib.context import CryptContext
 class PasswordHasher:
     """Hashes and verifies passwords in worker threads; upgrades old hashes."""
 
-    def __init__(self, *, time_cost: int = 3, memory_cost: int = 65_536, parallelism: int = 4) -> None:
+    def __init__(
+        self, *, time_cost: int = 2, memory_cost: int = 19_456, parallelism: int = 1, concurrency: int | None = None
+    ) -> None:
         self._context = CryptContext(
             schemes=["argon2", "bcrypt"],
             deprecated="auto",
@@ -18,14 +21,20 @@ class PasswordHasher:
         )
         # Verified when the email is unknown, so both cases cost the same time.
         self._dummy = self._context.hash("busway-timing-equaliser")
+        # A bulkhead for the CPU: at most this many hashes run at once (each in a worker
+        # thread, off the event loop); the rest wait here instead of piling up threads,
+        # memory and latency for every other request.
+        self._slots = asyncio.Semaphore(concurrency or os.cpu_count() or 1)
 
     async def hash(self, password: str) -> str:
         """A new argon2 hash of ``password``."""
-        return await asyncio.to_thread(self._context.hash, password)
+        async with self._slots:
+            return await asyncio.to_thread(self._context.hash, password)
 
     async def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
         """Whether ``password`` matches ``stored``, and a replacement hash when it is outdated."""
-        return await asyncio.to_thread(self._verify, password, stored)
+        async with self._slots:
+            return await asyncio.to_thread(self._verify, password, stored)
 
     def _verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
         try:

@@ -25,9 +25,14 @@ class AuthSettings(BaseSettings):
     signing_keys_dir: Path | None = Field(
         default=None, description="Folder of *.pem signing keys; the newest signs, all verify."
     )
-    argon2_time_cost: int = Field(default=3, ge=1, le=20)
-    argon2_memory_cost: int = Field(default=65_536, ge=1024, le=4_194_304, description="KiB.")
-    argon2_parallelism: int = Field(default=4, ge=1, le=16)
+    # OWASP's argon2id baseline (m=19 MiB, t=2, p=1): strong, and the memory each
+    # concurrent hash takes stays small enough to bound the service's RSS.
+    argon2_time_cost: int = Field(default=2, ge=1, le=20)
+    argon2_memory_cost: int = Field(default=19_456, ge=1024, le=4_194_304, description="KiB.")
+    argon2_parallelism: int = Field(default=1, ge=1, le=16)
+    hashing_concurrency: int | None = Field(
+        default=None, ge=1, le=64, description="Hashes computed at once; default: the number of CPUs."
+    )
     bus: BusSettings = Field(default_factory=BusSettings)
 
     @property

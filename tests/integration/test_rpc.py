@@ -6,7 +6,6 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from faststream.redis import RedisBroker
 
 from bus.broker import Consumer, create_broker, create_redis
 from bus.rpc import BusClient
@@ -47,16 +46,13 @@ async def bus(redis_url: str) -> AsyncIterator[tuple[BusClient, BusSettings]]:
     redis = create_redis(settings)
     await consumer.ensure_groups(redis)
     await server.start()
-    client_broker: RedisBroker = create_broker(settings, "client")
-    await client_broker.start()
     inbox = create_redis(settings, blocking=True)
-    client = BusClient(client_broker, inbox, settings, "client-1")
+    client = BusClient(inbox, settings, "client-1", producer="client")
     await client.start()
     try:
         yield client, settings
     finally:
         await client.stop()
-        await client_broker.stop()
         await server.stop()
         keys = [k async for k in redis.scan_iter(match=f"{settings.prefix}*")]
         if keys:
