@@ -2,15 +2,17 @@
 
 import os
 import socket
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
+from faststream import AckPolicy
 from faststream.redis import RedisBroker, StreamSub
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from bus.logs import stdlib_logger
-from bus.middleware import middleware_for
+from bus.middleware import StreamRoles, middleware_for
 from bus.settings import BusSettings
 from bus.wire import JsonEnvelopeFormat
 
@@ -20,15 +22,16 @@ def instance_id(service: str) -> str:
     return f"{service}-{socket.gethostname()}-{os.getpid()}"
 
 
-def create_broker(settings: BusSettings, service: str, *, scrubbed: Collection[str] = frozenset()) -> RedisBroker:
+def create_broker(settings: BusSettings, service: str, roles: StreamRoles | None = None) -> RedisBroker:
     """A FastStream broker speaking busway's wire format, with busway's middleware.
 
-    Entries of the ``scrubbed`` streams are deleted once handled (see Consumer.stream).
+    ``roles`` (a service's Consumer) says which streams carry commands (the middleware
+    replies and acks them) and which carry secrets (deleted once handled).
     """
     return RedisBroker(
         settings.redis_url,
         message_format=JsonEnvelopeFormat,
-        middlewares=[middleware_for(service, scrubbed)],
+        middlewares=[middleware_for(service, roles)],
         logger=stdlib_logger(service),
         graceful_timeout=10.0,
     )
@@ -44,6 +47,19 @@ def create_redis(settings: BusSettings, *, blocking: bool = False) -> "Redis":
     )
 
 
+Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
+
+
+def _registering(subscriber: Callable[[Any], object]) -> Callable[[Handler], Handler]:
+    """A decorator that registers the handler with FastStream and leaves it as it was."""
+
+    def register(handler: Handler) -> Handler:
+        subscriber(handler)
+        return handler
+
+    return register
+
+
 @dataclass
 class Consumer:
     """One service's consumer identity and the consumer groups it reads through."""
@@ -52,7 +68,26 @@ class Consumer:
     service: str
     instance: str
     groups: list[tuple[str, str]] = field(default_factory=list)
+    command_streams: set[str] = field(default_factory=set)
     secret_streams: set[str] = field(default_factory=set)
+
+    def command(self, broker: RedisBroker, base: str, *, secret: bool = False) -> Callable[[Handler], Handler]:
+        """Subscribe a command handler to ``base``: its return value is the reply.
+
+        The bus middleware publishes the reply and acks the entry in one round trip
+        (hence no FastStream reply and manual acks here); see ``stream`` for ``secret``.
+        """
+        stream = self.stream(base, secret=secret)
+        self.command_streams.add(stream.name)
+        return _registering(
+            broker.subscriber(
+                stream=stream, max_workers=self.settings.max_workers, no_reply=True, ack_policy=AckPolicy.MANUAL
+            )
+        )
+
+    def events(self, broker: RedisBroker, base: str) -> Callable[[Handler], Handler]:
+        """Subscribe an event handler to ``base``: one at a time, in stream order, acked on success."""
+        return _registering(broker.subscriber(stream=self.stream(base), no_reply=True))
 
     def stream(self, base: str, *, secret: bool = False) -> StreamSub:
         """Read ``base`` as a member of this service's group.

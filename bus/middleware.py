@@ -7,17 +7,20 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
+import msgspec
 from faststream import BaseMiddleware, Response
 from faststream.message import StreamMessage
 from faststream.response import PublishCommand
 from loguru import logger
 from pydantic import BaseModel, ValidationError
 
+from bus import wire
 from bus.correlation import correlated, current_correlation_id, new_id
 from schemas.envelope import (
     CAUSATION_ID,
+    CORRELATION_ID,
     DEADLINE,
     ERROR_TYPE,
     MESSAGE_ID,
@@ -26,6 +29,23 @@ from schemas.envelope import (
     TYPE,
 )
 from schemas.errors import ErrorCode, ErrorDetail, ErrorReply, ReplyError
+
+_json = msgspec.json.Encoder()
+
+
+class StreamRoles(Protocol):
+    """Which of a service's streams carry commands, and which carry secrets."""
+
+    @property
+    def command_streams(self) -> Collection[str]:
+        """Streams whose entries the middleware replies to and acks itself."""
+        ...
+
+    @property
+    def secret_streams(self) -> Collection[str]:
+        """Streams whose entries are deleted once handled."""
+        ...
+
 
 _consumed_id: ContextVar[str | None] = ContextVar("busway_consumed_message_id", default=None)
 
@@ -59,7 +79,7 @@ class BusMiddleware(BaseMiddleware):
     """Every message in and out of a busway process goes through this."""
 
     service: ClassVar[str] = "unknown"
-    scrubbed: ClassVar[Collection[str]] = frozenset()
+    roles: ClassVar[StreamRoles | None] = None
     consumed_id: str | None = None
 
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
@@ -67,8 +87,11 @@ class BusMiddleware(BaseMiddleware):
         headers = msg.headers
         started = time.perf_counter()
         token = _consumed_id.set(msg.message_id)
-        # The reply is published after this scope ends, through this same instance.
+        # A plain FastStream subscriber's reply is published after this scope ends,
+        # through this same instance: it needs the id too, for its causation_id.
         self.consumed_id = msg.message_id
+        raw = msg.raw_message if isinstance(msg.raw_message, dict) else {}
+        stream = raw.get("channel", "")
         fields = {"service": self.service, "message_id": msg.message_id, "type": headers.get(TYPE)}
         outcome = "error"
         try:
@@ -78,11 +101,13 @@ class BusMiddleware(BaseMiddleware):
                 finally:
                     logger.info(
                         "handled {}",
-                        msg.raw_message.get("channel", "") if isinstance(msg.raw_message, dict) else "",
+                        stream,
                         outcome=outcome,
                         duration_ms=round((time.perf_counter() - started) * 1000, 2),
                     )
-            await self._scrub(msg)
+            if self.roles is not None and stream in self.roles.command_streams:
+                await self._finish_command(msg, raw, result)
+                return None
             return result
         finally:
             _consumed_id.reset(token)
@@ -113,14 +138,41 @@ class BusMiddleware(BaseMiddleware):
             internal = ErrorReply(code=ErrorCode.INTERNAL, message="The service failed to handle the message.")
             return error_response(internal), "error"
 
-    async def _scrub(self, msg: StreamMessage[Any]) -> None:
-        """Delete a handled entry of a secret-carrying stream (it is acked right after)."""
-        raw = msg.raw_message
-        if not self.scrubbed or not isinstance(raw, dict) or raw.get("channel") not in self.scrubbed:
-            return
+    async def _finish_command(self, msg: StreamMessage[Any], raw: dict[str, Any], result: Any) -> None:
+        """Reply, ack, and delete a secret entry: one round trip to Redis."""
         client = getattr(msg, "consumer", None)
-        if client is not None:
-            await client.xdel(raw["channel"], *raw["message_ids"])
+        if client is None:
+            return
+        stream, ids = raw["channel"], raw["message_ids"]
+        async with client.pipeline(transaction=False) as pipe:
+            if msg.reply_to:
+                pipe.publish(msg.reply_to, self._reply(msg, result))
+            pipe.xack(stream, getattr(msg, "group", None) or self.service, *ids)
+            if self.roles is not None and stream in self.roles.secret_streams:
+                pipe.xdel(stream, *ids)
+            await pipe.execute()
+
+    def _reply(self, msg: StreamMessage[Any], result: Any) -> bytes:
+        """The wire bytes of the reply to ``msg``: a result, or an error response."""
+        extra: dict[str, Any] = {}
+        body = result
+        if isinstance(result, Response):
+            extra, body = dict(result.headers), result.body
+        if isinstance(body, BaseModel):
+            payload = body.__pydantic_serializer__.to_json(body)
+            kind = type(body).__name__
+        else:
+            payload, kind = _json.encode(body), "raw"
+        envelope = {
+            MESSAGE_ID: new_id(),
+            TYPE: kind,
+            OCCURRED_AT: datetime.now(UTC).isoformat(),
+            CORRELATION_ID: msg.correlation_id,
+            CAUSATION_ID: msg.message_id,
+            PRODUCER: self.service,
+            **extra,
+        }
+        return wire.encode(envelope, payload)
 
     async def publish_scope(self, call_next: Callable[[PublishCommand], Awaitable[Any]], cmd: PublishCommand) -> Any:
         """Fill in the envelope of everything this process publishes."""
@@ -139,6 +191,6 @@ class BusMiddleware(BaseMiddleware):
         return await call_next(cmd)
 
 
-def middleware_for(service: str, scrubbed: Collection[str] = frozenset()) -> type[BusMiddleware]:
-    """The middleware class of one service: stamps ``producer``, deletes ``scrubbed`` entries."""
-    return type(f"{service.title()}BusMiddleware", (BusMiddleware,), {"service": service, "scrubbed": scrubbed})
+def middleware_for(service: str, roles: StreamRoles | None = None) -> type[BusMiddleware]:
+    """The middleware class of one service: stamps ``producer``, replies to and acks its commands."""
+    return type(f"{service.title()}BusMiddleware", (BusMiddleware,), {"service": service, "roles": roles})

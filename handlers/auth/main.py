@@ -45,7 +45,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
         events_committed=relay.wake,
     )
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
-    broker = create_broker(settings.bus, SERVICE, scrubbed=consumer.secret_streams)
+    broker = create_broker(settings.bus, SERVICE, consumer)
     register_subscribers(broker, consumer, service)
 
     return ServiceRuntime(

@@ -15,26 +15,25 @@ from schemas.replies import Jwks, Registration, TokenPair
 
 def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthService) -> None:
     """Attach auth's command and event subscribers to ``broker``."""
-    workers = consumer.settings.max_workers
 
-    @broker.subscriber(stream=consumer.stream(streams.AUTH_REGISTER, secret=True), max_workers=workers)
+    @consumer.command(broker, streams.AUTH_REGISTER, secret=True)
     async def register(cmd: RegisterUser, message: RedisStreamMessage) -> Registration:
         notify = Notify(message.reply_to, outcome_key(message.message_id)) if message.reply_to else None
         return await service.register(cmd, trace_of(message), notify)
 
-    @broker.subscriber(stream=consumer.stream(streams.AUTH_GET_REGISTRATION), max_workers=workers)
+    @consumer.command(broker, streams.AUTH_GET_REGISTRATION)
     async def get_registration(cmd: GetRegistration) -> Registration:
         return await service.registration(cmd.registration_id)
 
-    @broker.subscriber(stream=consumer.stream(streams.AUTH_LOGIN, secret=True), max_workers=workers)
+    @consumer.command(broker, streams.AUTH_LOGIN, secret=True)
     async def login(cmd: LogIn, message: RedisStreamMessage) -> TokenPair:
         return await service.login(cmd, trace_of(message))
 
-    @broker.subscriber(stream=consumer.stream(streams.AUTH_JWKS), max_workers=workers)
+    @consumer.command(broker, streams.AUTH_JWKS)
     async def jwks(_: GetJwks) -> Jwks:
         return service.jwks()
 
-    @broker.subscriber(stream=consumer.stream(streams.EVENTS_USERS), no_reply=True)  # type: ignore[untyped-decorator]
+    @consumer.events(broker, streams.EVENTS_USERS)
     async def on_users_event(message: RedisStreamMessage) -> None:
         event = decode_event(message.body, message.headers)
         trace = trace_of(message)

@@ -31,7 +31,7 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
     relay = OutboxRelay(SqlOutboxStore(sessions, Outbox), redis, settings.bus)
     service = UsersService(sessions, session_factory(read_engine), events_committed=relay.wake)
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
-    broker = create_broker(settings.bus, SERVICE, scrubbed=consumer.secret_streams)
+    broker = create_broker(settings.bus, SERVICE, consumer)
     register_subscribers(broker, consumer, service)
 
     async def dispose() -> None:

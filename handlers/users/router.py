@@ -14,21 +14,20 @@ from schemas.replies import Pong, UserProfile
 
 def register_subscribers(broker: RedisBroker, consumer: Consumer, service: UsersService) -> None:
     """Attach users' command and event subscribers to ``broker``."""
-    workers = consumer.settings.max_workers
 
-    @broker.subscriber(stream=consumer.stream(streams.USERS_GET), max_workers=workers)
+    @consumer.command(broker, streams.USERS_GET)
     async def get_user(cmd: GetUser) -> UserProfile:
         return await service.get(cmd.user_id)
 
-    @broker.subscriber(stream=consumer.stream(streams.USERS_PING), max_workers=workers)
+    @consumer.command(broker, streams.USERS_PING)
     async def ping(_: Ping) -> Pong:
         return Pong(service=consumer.service)
 
-    @broker.subscriber(stream=consumer.stream(streams.USERS_UPDATE), max_workers=workers)
+    @consumer.command(broker, streams.USERS_UPDATE)
     async def update_user(cmd: UpdateUser, message: RedisStreamMessage) -> UserProfile:
         return await service.update(cmd, trace_of(message))
 
-    @broker.subscriber(stream=consumer.stream(streams.EVENTS_AUTH), no_reply=True)  # type: ignore[untyped-decorator]
+    @consumer.events(broker, streams.EVENTS_AUTH)
     async def on_auth_event(message: RedisStreamMessage) -> None:
         match decode_event(message.body, message.headers):
             case RegistrationStarted() as event:

@@ -31,10 +31,10 @@ executed: list[str] = []
 @pytest.fixture
 async def bus(redis_url: str) -> AsyncIterator[tuple[BusClient, BusSettings]]:
     settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:", polling_interval_ms=100)
-    server = create_broker(settings, "echo")
     consumer = Consumer(settings, "echo", "echo-1")
+    server = create_broker(settings, "echo", consumer)
 
-    @server.subscriber(stream=consumer.stream("echo.say"), max_workers=4)
+    @consumer.command(server, "echo.say")
     async def say(cmd: Echo) -> Echoed:
         executed.append(cmd.text)
         if cmd.mode == "refuse":
@@ -102,6 +102,34 @@ async def test_a_rejected_payload_is_a_typed_error_with_field_details(bus: tuple
         await client.request("echo.say", Wrong(texte=1), Echoed, timeout=30)
     assert caught.value.reply.code == ErrorCode.INVALID_PAYLOAD
     assert {detail.loc[-1] for detail in caught.value.reply.details} >= {"text"}
+
+
+async def test_a_plain_faststream_subscriber_can_answer_too(redis_url: str) -> None:
+    """Handlers written with broker.subscriber (FastStream's own replies) work with BusClient."""
+    settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:", polling_interval_ms=100)
+    consumer = Consumer(settings, "plain", "plain-1")
+    server = create_broker(settings, "plain", consumer)
+
+    @server.subscriber(stream=consumer.stream("plain.say"))  # type: ignore[untyped-decorator]
+    async def say(cmd: Echo) -> Echoed:
+        return Echoed(text=cmd.text * 2)
+
+    redis = create_redis(settings)
+    inbox = create_redis(settings, blocking=True)
+    client = BusClient(inbox, settings, "client-2", producer="client")
+    await consumer.ensure_groups(redis)
+    await server.start()
+    await client.start()
+    try:
+        assert await client.request("plain.say", Echo(text="ab"), Echoed) == Echoed(text="abab")
+    finally:
+        await client.stop()
+        await server.stop()
+        keys = [k async for k in redis.scan_iter(match=f"{settings.prefix}*")]
+        if keys:
+            await redis.delete(*keys)
+        await redis.aclose()
+        await inbox.aclose()
 
 
 async def test_no_subscriber_is_unavailable_after_the_timeout(bus: tuple[BusClient, BusSettings]) -> None:
