@@ -50,6 +50,10 @@ class StreamRoles(Protocol):
 _consumed_id: ContextVar[str | None] = ContextVar("busway_consumed_message_id", default=None)
 
 
+class InvalidMessage(Exception):
+    """An event that does not match its contract (the message says which fields)."""
+
+
 def error_response(error: ErrorReply) -> Response:
     """A reply carrying ``error`` instead of a result."""
     return Response(error, headers={TYPE: ERROR_TYPE})
@@ -115,25 +119,29 @@ class BusMiddleware(BaseMiddleware):
     async def _handle(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> tuple[Any, str]:
         """The handler's result and the outcome to log.
 
-        A failing command gets an error reply; a failing event (no one to reply to)
-        raises, so it is not acked.
+        A failing command gets an error reply (sent when it has a ``reply_to``) and is
+        done with. A failing event raises, so it is not acked and will be tried again.
         """
         if deadline_passed(msg.headers):
             error = ErrorReply(code=ErrorCode.EXPIRED, message="The deadline passed before the work began.")
             return error_response(error), "expired"
+        raw = msg.raw_message if isinstance(msg.raw_message, dict) else {}
+        is_command = bool(msg.reply_to) or (self.roles is not None and raw.get("channel") in self.roles.command_streams)
         try:
             return await call_next(msg), "ok"
         except ReplyError as exc:
-            if not msg.reply_to:
+            if not is_command:
                 raise
             return error_response(exc.reply), exc.reply.code.value
         except ValidationError as exc:
-            if not msg.reply_to:
-                raise
-            return error_response(validation_error_reply(exc)), "invalid"
+            reply = validation_error_reply(exc)
+            if not is_command:
+                # Without the input values: a payload may hold secrets, and this is logged.
+                raise InvalidMessage(reply.model_dump_json(include={"details"})) from None
+            return error_response(reply), "invalid"
         except Exception:
             logger.exception("handler failed")
-            if not msg.reply_to:
+            if not is_command:
                 raise
             internal = ErrorReply(code=ErrorCode.INTERNAL, message="The service failed to handle the message.")
             return error_response(internal), "error"

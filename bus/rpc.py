@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from loguru import logger
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -138,7 +138,11 @@ class BusClient:
             **(headers or {}),
         }
         entry = wire.encode(envelope, command.__pydantic_serializer__.to_json(command))
-        await self._redis.xadd(self._settings.name(stream), {wire.DATA_FIELD: entry})
+        try:
+            await self._redis.xadd(self._settings.name(stream), {wire.DATA_FIELD: entry})
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            logger.warning("cannot publish to {}: {!r}", stream, exc)
+            raise ReplyError("The message bus is unreachable.", code=ErrorCode.UNAVAILABLE) from None
         return message_id
 
     async def request(
@@ -167,6 +171,13 @@ class BusClient:
                 payload, headers = await future
         except TimeoutError:
             raise ReplyError(f"No reply to {what} within {timeout:g}s.", code=ErrorCode.UNAVAILABLE) from None
-        if headers.get(TYPE) == ERROR_TYPE:
-            raise ReplyError.from_reply(ErrorReply.model_validate_json(payload))
-        return result.model_validate_json(payload)
+        try:
+            if headers.get(TYPE) == ERROR_TYPE:
+                error = ErrorReply.model_validate_json(payload)
+            else:
+                return result.model_validate_json(payload)
+        except ValidationError:
+            # A reply that breaks its contract is the service's fault, not the caller's.
+            logger.error("malformed reply to {} (type {})", what, headers.get(TYPE))
+            raise ReplyError(f"The reply to {what} was malformed.", code=ErrorCode.INTERNAL) from None
+        raise ReplyError.from_reply(error)

@@ -23,7 +23,8 @@ def create_engine(url: str, *, pool_size: int = 10, echo: bool = False) -> Async
     PostgreSQL gets a bounded pool (``pool_size``): the service's bulkhead.
     """
     parsed = make_url(url)
-    options: dict[str, Any] = {"echo": echo}
+    # Statement parameters (emails, hashes) stay out of error messages and logs.
+    options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):

@@ -94,7 +94,7 @@ async def login(
     command = LogIn(
         email=data.email,
         password=data.password,
-        user_agent=user_agent[:500] if user_agent else None,
+        user_agent="".join(c for c in user_agent[:500] if c.isprintable()) if user_agent else None,
         ip=request.client.host if request.client else None,
     )
     return await bus.request(streams.AUTH_LOGIN, command, TokenPair)
@@ -105,7 +105,9 @@ async def jwks(state: State) -> Response[dict[str, Any]]:
     """The keys access tokens are signed with (RFC 7517)."""
     verifier = gateway_of(state).verifier
     if not verifier.jwks:
-        await verifier.refresh(force=True)
+        await verifier.refresh()
+    if not verifier.jwks:
+        raise ReplyError("The signing keys are not available yet.", code=ErrorCode.UNAVAILABLE)
     return Response({"keys": verifier.jwks}, headers={"Cache-Control": "public, max-age=300"})
 
 

@@ -55,7 +55,8 @@ class TokenVerifier:
         self._min_refresh_interval = min_refresh_interval
         self._keys: dict[str, PyJWK] = {}
         self._jwks: list[dict[str, Any]] = []
-        self._fetched_at = float("-inf")
+        self._attempted_at = float("-inf")
+        self._completed_at = float("-inf")
         self._lock = asyncio.Lock()
 
     @property
@@ -65,11 +66,18 @@ class TokenVerifier:
 
     async def refresh(self, *, force: bool = False) -> None:
         """Fetch the keys, at most once per ``min_refresh_interval`` unless forced."""
+        requested = time.monotonic()
         async with self._lock:
-            if not force and time.monotonic() - self._fetched_at < self._min_refresh_interval:
+            # Single flight: who waited while another caller fetched takes that outcome.
+            if self._completed_at >= requested:
                 return
-            self._fetched_at = time.monotonic()
-            jwks = await self._fetch()
+            if not force and time.monotonic() - self._attempted_at < self._min_refresh_interval:
+                return
+            self._attempted_at = time.monotonic()
+            try:
+                jwks = await self._fetch()
+            finally:
+                self._completed_at = time.monotonic()
             self._jwks = list(jwks.keys)
             self._keys = {key["kid"]: PyJWK(key) for key in jwks.keys if "kid" in key}
             logger.info("loaded {} signing keys", len(self._keys))

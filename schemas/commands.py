@@ -1,7 +1,9 @@
 """Commands: what a caller asks a service to do. One stream per command (schemas.streams)."""
 
+from pydantic import Field
+
 from schemas.base import Contract
-from schemas.fields import DisplayName, Email, Identifier, Password
+from schemas.fields import DisplayName, Email, Identifier, Password, Printable
 
 
 class RegisterUser(Contract):
@@ -23,8 +25,8 @@ class LogIn(Contract):
 
     email: Email
     password: str
-    user_agent: str | None = None
-    ip: str | None = None
+    user_agent: Printable | None = None
+    ip: str | None = Field(default=None, max_length=64)
 
 
 class GetJwks(Contract):

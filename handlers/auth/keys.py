@@ -7,6 +7,7 @@ key stay valid until they expire. In development a key is generated on first sta
 import base64
 import hashlib
 import json
+import os
 import time
 import uuid
 from dataclasses import dataclass
@@ -99,6 +100,8 @@ def write_new_key(folder: Path) -> Path:
     """Write a new key to ``folder``; named so that it sorts after the existing ones."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:6]}.pem"
-    path.write_bytes(generate_pem())
-    path.chmod(0o600)
+    # Created readable by the owner only: never briefly world-readable.
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "wb") as file:
+        file.write(generate_pem())
     return path

@@ -104,7 +104,10 @@ async def test_me_returns_and_updates_the_own_profile(system: System, account: A
     assert again.json()["display_name"] == "Renamed"
 
 
-@pytest.mark.parametrize("body", [{"display_name": ""}, {"email": "new@example.com"}, {"display_name": "x" * 101}])
+@pytest.mark.parametrize(
+    "body",
+    [{"display_name": ""}, {"email": "new@example.com"}, {"display_name": "x" * 101}, {"display_name": "a\u0000b"}],
+)
 async def test_patch_me_rejects_invalid_changes(system: System, account: Account, body: dict[str, str]) -> None:
     response = await system.http.patch("/v1/users/me", headers=account.auth, json=body)
     assert response.status_code == 422
@@ -163,3 +166,12 @@ async def test_a_valid_token_signed_by_the_auth_key_is_accepted(system: System, 
     token = signed(claims(account))
     response = await system.http.get("/v1/users/me", headers={"Authorization": f"Bearer {token}"})
     assert response.status_code == 200
+
+
+async def test_control_characters_in_a_user_agent_do_not_break_login(system: System, account: Account) -> None:
+    response = await system.http.post(
+        "/v1/auth/login",
+        json={"email": account.email, "password": PASSWORD},
+        headers={"User-Agent": "curl/8\x01 evil\x7f"},
+    )
+    assert response.status_code == 200, response.text

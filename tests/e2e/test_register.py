@@ -47,6 +47,7 @@ async def test_register_twice_is_409(system: System) -> None:
         ({"email": "a@example.com", "password": PASSWORD, "display_name": ""}, "display_name"),
         ({"email": "a@example.com", "password": PASSWORD}, "display_name"),
         ({"email": "a@example.com", "password": PASSWORD, "display_name": "Ann", "admin": True}, "admin"),
+        ({"email": "a@example.com", "password": PASSWORD, "display_name": "nul\u0000byte"}, "display_name"),
     ],
 )
 async def test_register_rejects_invalid_bodies_with_field_errors(

@@ -3,6 +3,7 @@ handled once however often delivered, and not lost while a consumer is down."""
 
 import json
 import uuid
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -170,3 +171,23 @@ async def test_no_password_stays_in_redis_after_register_and_login(system: Syste
     finally:
         await raw.aclose()
     assert found == []
+
+
+async def test_a_malformed_secret_command_is_deleted_and_its_password_never_logged(
+    system: System, log_records: list[Any]
+) -> None:
+    secret = "never-log-this-1"
+    entry = json.dumps({"id": "bad-1", "type": "RegisterUser", "payload": {"email": "nope", "password": secret}})
+    raw = Redis.from_url(REDIS_URL)
+    stream = system.stream("auth.register")
+    try:
+        await raw.xadd(stream, {"__data__": entry})
+
+        async def handled() -> bool:
+            groups = await raw.xinfo_groups(stream)
+            return await raw.xlen(stream) == 0 and all(int(g["pending"]) == 0 for g in groups)
+
+        await eventually(handled, what="the bad entry to be handled and deleted")
+    finally:
+        await raw.aclose()
+    assert not [r for r in log_records if secret in str(r["message"]) or secret in str(r["exception"])]

@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import Redis
 
 from bus.broker import Consumer, create_broker, create_redis
 from bus.rpc import BusClient
@@ -149,3 +150,46 @@ async def test_an_expired_command_is_not_executed(bus: tuple[BusClient, BusSetti
         await client.wait(future, Echoed, timeout=10, what="echo.say")
     assert caught.value.reply.code == ErrorCode.EXPIRED
     assert text not in executed
+
+
+async def test_a_malformed_reply_is_an_internal_error_not_the_callers_fault(redis_url: str) -> None:
+    settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:", polling_interval_ms=100)
+    consumer = Consumer(settings, "skew", "skew-1")
+    server = create_broker(settings, "skew", consumer)
+
+    class OldShape(Contract):
+        name: str
+
+    @consumer.command(server, "skew.say")
+    async def say(cmd: Echo) -> OldShape:
+        return OldShape(name=cmd.text)
+
+    redis = create_redis(settings)
+    inbox = create_redis(settings, blocking=True)
+    client = BusClient(inbox, settings, "client-3", producer="client")
+    await consumer.ensure_groups(redis)
+    await server.start()
+    await client.start()
+    try:
+        with pytest.raises(ReplyError) as caught:
+            await client.request("skew.say", Echo(text="x"), Echoed)
+        assert caught.value.reply.code == ErrorCode.INTERNAL
+        assert caught.value.reply.details == ()
+    finally:
+        await client.stop()
+        await server.stop()
+        await redis.delete(*[k async for k in redis.scan_iter(match=f"{settings.prefix}*")])
+        await redis.aclose()
+        await inbox.aclose()
+
+
+async def test_an_unreachable_redis_is_unavailable_not_a_crash() -> None:
+    settings = BusSettings(redis_url="redis://127.0.0.1:1", prefix="test-down:")
+    redis = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    client = BusClient(redis, settings, "c", producer="c")
+    try:
+        with pytest.raises(ReplyError) as caught:
+            await client.send("echo.say", Echo(text="x"))
+    finally:
+        await redis.aclose()
+    assert caught.value.reply.code == ErrorCode.UNAVAILABLE

@@ -1,5 +1,6 @@
 """The gateway's token check, without a bus: keys come from a stub fetcher."""
 
+import asyncio
 import time
 import uuid
 from typing import Any
@@ -78,3 +79,17 @@ def test_bearer_header_parsing() -> None:
     for bad in (None, "", "Basic abc", "Bearer", "Bearer   "):
         with pytest.raises(NotAuthorizedException):
             bearer_token(bad)
+
+
+async def test_concurrent_refreshes_share_one_fetch() -> None:
+    ring = KeyRing([SigningKey.from_pem(generate_pem())])
+    fetcher = Fetcher(ring)
+
+    async def slow() -> Jwks:
+        await asyncio.sleep(0.05)
+        return await fetcher()
+
+    verifier = TokenVerifier(slow, issuer="iss", audience="aud")
+    await asyncio.gather(*(verifier.refresh(force=True) for _ in range(5)))
+    assert fetcher.calls == 1
+    assert verifier.jwks == ring.jwks()
