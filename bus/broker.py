@@ -15,6 +15,7 @@ from bus.logs import stdlib_logger
 from bus.middleware import StreamRoles, middleware_for
 from bus.settings import BusSettings
 from bus.wire import JsonEnvelopeFormat
+from schemas.streams import dead_letters
 
 
 def instance_id(service: str) -> str:
@@ -50,11 +51,12 @@ def create_redis(settings: BusSettings, *, blocking: bool = False) -> "Redis":
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
-def _registering(subscriber: Callable[[Any], object]) -> Callable[[Handler], Handler]:
+def _registering(*subscribers: Callable[[Any], object]) -> Callable[[Handler], Handler]:
     """A decorator that registers the handler with FastStream and leaves it as it was."""
 
     def register(handler: Handler) -> Handler:
-        subscriber(handler)
+        for subscriber in subscribers:
+            subscriber(handler)
         return handler
 
     return register
@@ -69,7 +71,13 @@ class Consumer:
     instance: str
     groups: list[tuple[str, str]] = field(default_factory=list)
     command_streams: set[str] = field(default_factory=set)
+    event_streams: set[str] = field(default_factory=set)
     secret_streams: set[str] = field(default_factory=set)
+
+    @property
+    def max_deliveries(self) -> int:
+        """Deliveries of an event before it moves to its dead-letter stream."""
+        return self.settings.max_deliveries
 
     def command(self, broker: RedisBroker, base: str, *, secret: bool = False) -> Callable[[Handler], Handler]:
         """Subscribe a command handler to ``base``: its return value is the reply.
@@ -79,15 +87,38 @@ class Consumer:
         """
         stream = self.stream(base, secret=secret)
         self.command_streams.add(stream.name)
+        options: dict[str, Any] = {"no_reply": True, "ack_policy": AckPolicy.MANUAL}
         return _registering(
-            broker.subscriber(
-                stream=stream, max_workers=self.settings.max_workers, no_reply=True, ack_policy=AckPolicy.MANUAL
-            )
+            broker.subscriber(stream=stream, max_workers=self.settings.max_workers, **options),
+            broker.subscriber(stream=self.claimer(stream), **options),
         )
 
     def events(self, broker: RedisBroker, base: str) -> Callable[[Handler], Handler]:
-        """Subscribe an event handler to ``base``: one at a time, in stream order, acked on success."""
-        return _registering(broker.subscriber(stream=self.stream(base), no_reply=True))
+        """Subscribe an event handler to ``base``: one at a time, in stream order, acked on success.
+
+        A failed event stays pending; the claimer hands it to the handler again after
+        ``BUS_CLAIM_IDLE_MS``, until ``BUS_MAX_DELIVERIES`` sends it to ``dlq.<stream>``.
+        """
+        stream = self.stream(base)
+        self.event_streams.add(stream.name)
+        return _registering(
+            broker.subscriber(stream=stream, no_reply=True),
+            broker.subscriber(stream=self.claimer(stream), no_reply=True),
+        )
+
+    def claimer(self, stream: StreamSub) -> StreamSub:
+        """A reader of ``stream``'s entries left pending too long.
+
+        Those failed, or were read by a consumer that died or stopped before handling
+        them. FastStream's ``min_idle_time`` subscribers only claim, never read new ones.
+        """
+        return StreamSub(
+            stream.name,
+            group=self.service,
+            consumer=self.instance,
+            min_idle_time=self.settings.claim_idle_ms,
+            polling_interval=self.settings.polling_interval_ms,
+        )
 
     def stream(self, base: str, *, secret: bool = False) -> StreamSub:
         """Read ``base`` as a member of this service's group.
@@ -106,6 +137,10 @@ class Consumer:
             max_records=self.settings.max_records,
             polling_interval=self.settings.polling_interval_ms,
         )
+
+    def dead_letter_stream(self, stream: str) -> str:
+        """``dlq.<stream>``, under this deployment's prefix."""
+        return self.settings.name(dead_letters(stream.removeprefix(self.settings.prefix)))
 
     async def ensure_groups(self, redis: "Redis") -> None:
         """Create the groups at the stream's start, so nothing published earlier is missed.

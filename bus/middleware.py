@@ -32,6 +32,9 @@ from schemas.errors import ErrorCode, ErrorDetail, ErrorReply, ReplyError
 
 _json = msgspec.json.Encoder()
 
+FAILURES_SUFFIX = ":failures"
+"""Hash beside a stream: entry id -> the latest error of that entry's handler."""
+
 
 class StreamRoles(Protocol):
     """Which of a service's streams carry commands, and which carry secrets."""
@@ -44,6 +47,20 @@ class StreamRoles(Protocol):
     @property
     def secret_streams(self) -> Collection[str]:
         """Streams whose entries are deleted once handled."""
+        ...
+
+    @property
+    def event_streams(self) -> Collection[str]:
+        """Streams whose failed entries are retried, then dead-lettered."""
+        ...
+
+    @property
+    def max_deliveries(self) -> int:
+        """Deliveries of an event before its dead letter."""
+        ...
+
+    def dead_letter_stream(self, stream: str) -> str:
+        """Where the entries of ``stream`` that keep failing go."""
         ...
 
 
@@ -98,10 +115,18 @@ class BusMiddleware(BaseMiddleware):
         stream = raw.get("channel", "")
         fields = {"service": self.service, "message_id": msg.message_id, "type": headers.get(TYPE)}
         outcome = "error"
+        is_event = self.roles is not None and stream in self.roles.event_streams
         try:
             with correlated(msg.correlation_id, **fields):
                 try:
+                    if is_event and await self._dead_lettered(msg, raw):
+                        outcome = "dead-lettered"
+                        return None
                     result, outcome = await self._handle(call_next, msg)
+                except Exception as exc:
+                    if is_event:
+                        await self._remember_failure(msg, raw, exc)
+                    raise
                 finally:
                     logger.info(
                         "handled {}",
@@ -145,6 +170,47 @@ class BusMiddleware(BaseMiddleware):
                 raise
             internal = ErrorReply(code=ErrorCode.INTERNAL, message="The service failed to handle the message.")
             return error_response(internal), "error"
+
+    async def _dead_lettered(self, msg: StreamMessage[Any], raw: dict[str, Any]) -> bool:
+        """Move an event delivered too often to ``dlq.<stream>``; True when it was moved.
+
+        Returning normally then acks it on the source stream.
+        """
+        assert self.roles is not None
+        attempts = await msg.get_delivery_count()  # type: ignore[attr-defined]
+        if attempts <= self.roles.max_deliveries:
+            return False
+        client = msg.consumer  # type: ignore[attr-defined]
+        stream, entry_id = raw["channel"], raw["message_ids"][0]
+        errors = f"{stream}{FAILURES_SUFFIX}"
+        last_error = await client.hget(errors, entry_id)
+        fields = {
+            wire.DATA_FIELD: raw["data"].get(wire.DATA_FIELD.encode(), b""),
+            "source_stream": stream,
+            "source_id": entry_id,
+            "group": self.service,
+            "attempts": str(attempts),
+            "error": last_error or b"unknown",
+            "correlation_id": msg.correlation_id,
+            "dead_lettered_at": datetime.now(UTC).isoformat(),
+        }
+        async with client.pipeline(transaction=False) as pipe:
+            pipe.xadd(self.roles.dead_letter_stream(stream), fields)
+            pipe.hdel(errors, entry_id)
+            await pipe.execute()
+        logger.error("dead-lettered after {} deliveries: {}", attempts, (last_error or b"").decode(errors="replace"))
+        return True
+
+    async def _remember_failure(self, msg: StreamMessage[Any], raw: dict[str, Any], exc: Exception) -> None:
+        """Keep the latest error of a failed event, for its dead letter."""
+        client = getattr(msg, "consumer", None)
+        if client is None or not raw.get("message_ids"):
+            return
+        text = f"{type(exc).__name__}: {exc}"[:1000]
+        try:
+            await client.hset(f"{raw['channel']}{FAILURES_SUFFIX}", raw["message_ids"][0], text)
+        except Exception as redis_error:  # the failure itself is what matters; log and go on
+            logger.warning("could not record the failure: {!r}", redis_error)
 
     async def _finish_command(self, msg: StreamMessage[Any], raw: dict[str, Any], result: Any) -> None:
         """Reply, ack, and delete a secret entry: one round trip to Redis."""

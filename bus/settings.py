@@ -28,6 +28,10 @@ class BusSettings(BaseSettings):
     max_records: int = Field(default=32, ge=1, le=1000, description="Entries fetched by one XREADGROUP.")
     polling_interval_ms: int = Field(default=1000, ge=10, le=60_000, description="XREADGROUP block time.")
     max_workers: int = Field(default=16, ge=1, le=1024, description="Messages one subscriber handles at once.")
+    claim_idle_ms: int = Field(
+        default=15_000, ge=100, le=3_600_000, description="Pending this long, an entry is handed out again."
+    )
+    max_deliveries: int = Field(default=5, ge=1, le=100, description="Deliveries of an event before its dead letter.")
     heartbeat_interval: float = Field(default=2.0, gt=0, le=60)
     log_format: Literal["text", "json"] = Field(
         default="text", validation_alias=AliasChoices("LOG_FORMAT", "BUS_LOG_FORMAT")

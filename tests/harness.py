@@ -183,7 +183,14 @@ async def run_system(
 ) -> AsyncIterator[System]:
     """Start auth, users and the gateway in this process; stop them all afterwards."""
     prefix = f"test-{uuid.uuid4().hex[:10]}:"
-    bus = BusSettings(redis_url=redis_url, prefix=prefix, polling_interval_ms=200, heartbeat_interval=0.5)
+    bus = BusSettings(
+        redis_url=redis_url,
+        prefix=prefix,
+        polling_interval_ms=200,
+        heartbeat_interval=0.5,
+        claim_idle_ms=500,
+        max_deliveries=3,
+    )
     users_settings, auth_settings, gateway_settings = settings_for(databases, bus, **gateway_options)
     services = {
         "auth": create_auth(auth_settings, instance="auth-test"),
