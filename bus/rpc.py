@@ -139,7 +139,12 @@ class BusClient:
         }
         entry = wire.encode(envelope, command.__pydantic_serializer__.to_json(command))
         try:
-            await self._redis.xadd(self._settings.name(stream), {wire.DATA_FIELD: entry})
+            await self._redis.xadd(
+                self._settings.name(stream),
+                {wire.DATA_FIELD: entry},
+                maxlen=self._settings.command_stream_maxlen,
+                approximate=True,
+            )
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             logger.warning("cannot publish to {}: {!r}", stream, exc)
             raise ReplyError("The message bus is unreachable.", code=ErrorCode.UNAVAILABLE) from None

@@ -32,6 +32,9 @@ class BusSettings(BaseSettings):
         default=15_000, ge=100, le=3_600_000, description="Pending this long, an entry is handed out again."
     )
     max_deliveries: int = Field(default=5, ge=1, le=100, description="Deliveries of an event before its dead letter.")
+    command_stream_maxlen: int = Field(
+        default=10_000, ge=100, le=10_000_000, description="Entries a command stream keeps, about (XADD MAXLEN ~)."
+    )
     heartbeat_interval: float = Field(default=2.0, gt=0, le=60)
     log_format: Literal["text", "json"] = Field(
         default="text", validation_alias=AliasChoices("LOG_FORMAT", "BUS_LOG_FORMAT")

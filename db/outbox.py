@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy import Index, update
 from sqlalchemy.orm import declared_attr
-from sqlmodel import Field, SQLModel, col, select
+from sqlmodel import Field, SQLModel, col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.engine import SessionFactory
@@ -121,6 +121,13 @@ class SqlOutboxStore:
         """Lock up to ``limit`` unpublished rows (skipping rows another relay holds)."""
         model = self._model
         async with self._sessions() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                # One relay at a time per outbox: two relays taking alternate batches
+                # (SKIP LOCKED) would append one aggregate's events out of order.
+                locked = await session.exec(select(func.pg_try_advisory_xact_lock(func.hashtext(model.__tablename__))))
+                if not locked.one():
+                    yield []
+                    return
             query = (
                 select(model)
                 .where(col(model.published_at).is_(None))

@@ -1,6 +1,7 @@
 """Events: written with the state change, published by the relay, readable without busway,
 handled once however often delivered, and not lost while a consumer is down."""
 
+import asyncio
 import json
 import uuid
 from typing import Any
@@ -17,7 +18,7 @@ from handlers.users.models import Profile
 from schemas.envelope import Trace
 from schemas.events import UserUpdated
 from tests.e2e.conftest import PASSWORD, new_email
-from tests.harness import REDIS_URL, System, eventually
+from tests.harness import REDIS_URL, System, eventually, postgres_databases, run_system
 
 pytestmark = pytest.mark.integration
 
@@ -191,3 +192,37 @@ async def test_a_malformed_secret_command_is_deleted_and_its_password_never_logg
     finally:
         await raw.aclose()
     assert not [r for r in log_records if secret in str(r["message"]) or secret in str(r["exception"])]
+
+
+async def test_two_relays_never_publish_one_outbox_out_of_order(redis_url: str) -> None:
+    """PostgreSQL, where several instances of a service share one outbox. (SQLite runs
+    one instance per service: its relays do not share a database.)"""
+    async with postgres_databases() as databases, run_system(databases, redis_url=redis_url) as system:
+        await system.services["users"].stop()  # only the relays of this test publish
+        sessions = system.sessions("users")
+        trace = Trace(correlation_id="corr-order")
+        async with sessions() as session, session.begin():
+            rows = [
+                add_event(
+                    session,
+                    UsersOutbox,
+                    "events.order",
+                    UserUpdated(user_id="u-order", changes={"v": str(i)}),
+                    trace=trace,
+                    producer="users",
+                )
+                for i in range(40)
+            ]
+        store = SqlOutboxStore(sessions, UsersOutbox)
+        # While one relay holds a batch, another gets nothing (not the next batch, which
+        # it could publish first).
+        async with store.claim(3) as first, store.claim(3) as second:
+            assert [entry[1]["id"] for entry in first] == [row.id for row in rows[:3]]
+            assert second == []
+        relays = [OutboxRelay(store, system.redis, system.bus, batch_size=3) for _ in range(3)]
+        await asyncio.gather(*(relay.drain() for relay in relays))
+        while any([await relay.drain() for relay in relays]):
+            pass
+        entries = await read_plain(REDIS_URL, system.stream("events.order"))
+        # The first batch was claimed (and so marked published) by hand above.
+        assert [e["id"] for e in entries] == [row.id for row in rows[3:]]
