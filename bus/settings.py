@@ -1,8 +1,9 @@
 """Settings every process on the bus shares (env prefix ``BUS_``, plus ``REDIS_URL``)."""
 
 from typing import Literal
+from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Environment = Literal["development", "test", "production"]
@@ -40,6 +41,14 @@ class BusSettings(BaseSettings):
         default="text", validation_alias=AliasChoices("LOG_FORMAT", "BUS_LOG_FORMAT")
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "BUS_LOG_LEVEL"))
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, url: str) -> str:
+        if urlparse(url).scheme not in {"redis", "rediss", "unix"}:
+            msg = "must be a redis://, rediss:// or unix:// URL"
+            raise ValueError(msg)
+        return url
 
     def name(self, base: str) -> str:
         """The full name of a stream, channel or key, with this deployment's prefix."""

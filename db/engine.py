@@ -1,14 +1,36 @@
 """One engine and session factory per service; SQLite by default, PostgreSQL via asyncpg."""
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 SessionFactory = async_sessionmaker[AsyncSession]
+
+
+SUPPORTED_DRIVERS = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+def checked_url(url: str) -> str:
+    """``url`` if it names a database busway can use; ValueError saying why not otherwise."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        msg = "not a database URL (e.g. sqlite+aiosqlite:///var/users.db or postgresql+asyncpg://user@host/db)"
+        raise ValueError(msg) from None
+    if parsed.drivername not in SUPPORTED_DRIVERS:
+        msg = f"driver {parsed.drivername!r} is not supported; use one of {', '.join(SUPPORTED_DRIVERS)}"
+        raise ValueError(msg)
+    return url
+
+
+DatabaseUrl = Annotated[str, AfterValidator(checked_url)]
+"""A settings field holding a database URL busway can use."""
 
 
 def is_sqlite(url: str) -> bool:

@@ -39,7 +39,11 @@ class SigningKey:
     @classmethod
     def from_pem(cls, pem: bytes) -> "SigningKey":
         """Load a PEM (PKCS#8) Ed25519 private key."""
-        private = serialization.load_pem_private_key(pem, password=None)
+        try:
+            private = serialization.load_pem_private_key(pem, password=None)
+        except (ValueError, TypeError):
+            msg = "the signing key is not a PEM private key without a password"
+            raise ValueError(msg) from None
         if not isinstance(private, Ed25519PrivateKey):
             msg = "signing keys must be Ed25519 private keys (PKCS#8 PEM)"
             raise ValueError(msg)  # noqa: TRY004  a bad config value, not a programming error

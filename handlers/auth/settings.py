@@ -7,6 +7,8 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.settings import BusSettings, Environment
+from db.engine import DatabaseUrl
+from handlers.auth.keys import SigningKey
 
 
 class AuthSettings(BaseSettings):
@@ -15,7 +17,7 @@ class AuthSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AUTH_", env_file=".env", extra="ignore", populate_by_name=True)
 
     environment: Environment = Field(default="development", validation_alias="BUSWAY_ENV")
-    database_url: str = "sqlite+aiosqlite:///var/auth.db"
+    database_url: DatabaseUrl = "sqlite+aiosqlite:///var/auth.db"
     database_pool_size: int = Field(default=10, ge=1, le=200)
     migrate_on_start: bool | None = Field(default=None, description="Default: on in development.")
     token_issuer: str = "busway-auth"
@@ -44,6 +46,12 @@ class AuthSettings(BaseSettings):
     def keys_dir(self) -> Path:
         """Where signing keys live: configured, or ``./var/auth-keys`` in development."""
         return self.signing_keys_dir or Path("var/auth-keys")
+
+    @model_validator(mode="after")
+    def _signing_key_loads(self) -> Self:
+        if self.signing_key is not None:
+            SigningKey.from_pem(self.signing_key.get_secret_value().encode())
+        return self
 
     @model_validator(mode="after")
     def _production_needs_keys(self) -> Self:

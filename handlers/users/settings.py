@@ -4,6 +4,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.settings import BusSettings, Environment
+from db.engine import DatabaseUrl
 
 
 class UsersSettings(BaseSettings):
@@ -12,8 +13,8 @@ class UsersSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="USERS_", env_file=".env", extra="ignore", populate_by_name=True)
 
     environment: Environment = Field(default="development", validation_alias="BUSWAY_ENV")
-    database_url: str = "sqlite+aiosqlite:///var/users.db"
-    database_read_url: str | None = Field(
+    database_url: DatabaseUrl = "sqlite+aiosqlite:///var/users.db"
+    database_read_url: DatabaseUrl | None = Field(
         default=None, description="Queries go here (a replica); defaults to database_url."
     )
     database_pool_size: int = Field(default=10, ge=1, le=200)

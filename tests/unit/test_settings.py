@@ -43,6 +43,30 @@ def test_shared_bus_settings_errors_name_their_own_variable(variable: str, value
     assert "AUTH_" not in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("module", "variable", "value", "says"),
+    [
+        ("handlers.users", "USERS_DATABASE_URL", "garbage", "not a database URL"),
+        ("handlers.users", "USERS_DATABASE_URL", "postgresql://db/users", "postgresql+asyncpg"),
+        ("handlers.auth", "REDIS_URL", "foo", "redis://"),
+        ("handlers.auth", "AUTH_SIGNING_KEY", "not a key", "not a PEM private key"),
+    ],
+)
+def test_unusable_urls_and_keys_are_reported_not_crashed_on(module: str, variable: str, value: str, says: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", module, "serve"],
+        env={variable: value, "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "Invalid configuration" in result.stderr
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_a_service_with_a_bad_setting_exits_with_a_clear_message() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "handlers.users", "serve"],
