@@ -4,22 +4,19 @@ from pathlib import Path
 from typing import Self
 
 from pydantic import Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
-from bus.settings import BusSettings, Environment
 from db.engine import DatabaseUrl
 from handlers.auth.keys import SigningKey
+from handlers.settings import HandlerSettings
 
 
-class AuthSettings(BaseSettings):
+class AuthSettings(HandlerSettings):
     """Everything the auth service reads from its environment."""
 
-    model_config = SettingsConfigDict(env_prefix="AUTH_", env_file=".env", extra="ignore", populate_by_name=True)
+    model_config = SettingsConfigDict(env_prefix="AUTH_")
 
-    environment: Environment = Field(default="development", validation_alias="BUSWAY_ENV")
     database_url: DatabaseUrl = "sqlite+aiosqlite:///var/auth.db"
-    database_pool_size: int = Field(default=10, ge=1, le=200)
-    migrate_on_start: bool | None = Field(default=None, description="Default: on in development.")
     token_issuer: str = "busway-auth"
     token_audience: str = "busway"
     access_token_ttl: int = Field(default=900, ge=30, le=86_400, description="Seconds.")
@@ -35,12 +32,6 @@ class AuthSettings(BaseSettings):
     hashing_concurrency: int | None = Field(
         default=None, ge=1, le=64, description="Hashes computed at once; default: the number of CPUs."
     )
-    bus: BusSettings = Field(default_factory=BusSettings)
-
-    @property
-    def migrate_at_start(self) -> bool:
-        """Whether the service applies its migrations when it starts."""
-        return self.environment != "production" if self.migrate_on_start is None else self.migrate_on_start
 
     @property
     def keys_dir(self) -> Path:
