@@ -7,12 +7,13 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from faststream import AckPolicy
+from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, StreamSub
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from bus.logs import stdlib_logger
-from bus.middleware import StreamRoles, middleware_for
+from bus.middleware import CLAIMED, StreamRoles, middleware_for
 from bus.settings import BusSettings
 from bus.wire import JsonEnvelopeFormat
 from schemas.streams import dead_letters
@@ -62,6 +63,13 @@ def _registering(*subscribers: Callable[[Any], object]) -> Callable[[Handler], H
     return register
 
 
+async def _mark_claimed(raw: Any, parse: Callable[[Any], Awaitable[StreamMessage[Any]]]) -> StreamMessage[Any]:
+    """FastStream's parser, then a mark: this entry was reclaimed, not read for the first time."""
+    message = await parse(raw)
+    message.headers[CLAIMED] = "1"
+    return message
+
+
 @dataclass
 class Consumer:
     """One service's consumer identity and the consumer groups it reads through."""
@@ -90,7 +98,7 @@ class Consumer:
         options: dict[str, Any] = {"no_reply": True, "ack_policy": AckPolicy.MANUAL}
         return _registering(
             broker.subscriber(stream=stream, max_workers=self.settings.max_workers, **options),
-            broker.subscriber(stream=self.claimer(stream), **options),
+            broker.subscriber(stream=self.claimer(stream), parser=_mark_claimed, **options),
         )
 
     def events(self, broker: RedisBroker, base: str) -> Callable[[Handler], Handler]:
@@ -103,7 +111,7 @@ class Consumer:
         self.event_streams.add(stream.name)
         return _registering(
             broker.subscriber(stream=stream, no_reply=True),
-            broker.subscriber(stream=self.claimer(stream), no_reply=True),
+            broker.subscriber(stream=self.claimer(stream), no_reply=True, parser=_mark_claimed),
         )
 
     def claimer(self, stream: StreamSub) -> StreamSub:

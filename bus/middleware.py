@@ -32,6 +32,9 @@ from schemas.errors import ErrorCode, ErrorDetail, ErrorReply, ReplyError
 
 _json = msgspec.json.Encoder()
 
+CLAIMED = "x-busway-claimed"
+"""Set (in-process only) on entries a claimer handed out again: only those may be dead letters."""
+
 FAILURES_SUFFIX = ":failures"
 """Hash beside a stream: entry id -> the latest error of that entry's handler."""
 
@@ -176,7 +179,8 @@ class BusMiddleware(BaseMiddleware):
 
         Returning normally then acks it on the source stream.
         """
-        assert self.roles is not None
+        if self.roles is None or CLAIMED not in msg.headers:
+            return False  # read for the first time: one delivery, no need to ask Redis
         attempts = await msg.get_delivery_count()  # type: ignore[attr-defined]
         if attempts <= self.roles.max_deliveries:
             return False
