@@ -60,7 +60,8 @@ VARIANTS: dict[str, list[tuple[str, list[str], dict[str, str]]]] = {
         ("gateway", [PY, "-m", "gateway"], {"GATEWAY_PORT": str(PORT)}),
     ],
 }
-SCENARIOS = ("echo", "me", "login", "register")
+SCENARIOS = ("echo", "me", "login", "register", "me-while-login")
+DEFAULT_SCENARIOS = SCENARIOS[:4]
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ class Request:
     body: str | None = None
     unique_email: bool = False
     token: str | None = None
+
+
+def current_rss_mb(pid: int) -> float:
+    with suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def scenario_request(scenario: str, email: str, token: str) -> Request:
@@ -115,10 +124,13 @@ def wrk_script(request: Request) -> str:
 
 
 def run_wrk(base: str, request: Request, connections: int, seconds: float) -> dict[str, float]:
-    script = Path(f"/tmp/busway-bench-{os.getpid()}.lua")
+    script = Path(f"/tmp/busway-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}.lua")
     script.write_text(wrk_script(request))
     argv = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
-    out = subprocess.run([*argv, "-s", str(script), base], capture_output=True, text=True, check=True).stdout
+    try:
+        out = subprocess.run([*argv, "-s", str(script), base], capture_output=True, text=True, check=True).stdout
+    finally:
+        script.unlink(missing_ok=True)
     match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out)
     if not match:
         raise SystemExit(f"bench: could not read wrk's output:\n{out}")
@@ -255,14 +267,52 @@ async def bench_variant(
             await asyncio.to_thread(wait_ready, base, running)
             email, token = await asyncio.to_thread(account, base)
             for scenario in args.scenarios:
+                if scenario == "me-while-login":
+                    rows.append(await me_while_login(base, variant, email, token, args))
+                    continue
                 request = scenario_request(scenario, email, token)
                 for connections in args.concurrency:
                     await load(base, request, connections, args.warmup)
                     figures = await load(base, request, connections, args.duration)
                     rows.append({"scenario": scenario, "variant": variant, "concurrency": connections, **figures})
                     print(f"  {variant:<19} {scenario:<9} C={connections:<3} {figures['rps']:>8.0f} req/s", flush=True)
+            if args.soak and variant == "busway":
+                rows.append(await soak(base, running, scenario_request("me", email, token), args.soak))
             rss = {label: peak_rss_mb(proc.pid) for label, proc in running.procs.items()}
         return rows, rss
+
+
+async def me_while_login(base: str, variant: str, email: str, token: str, args: argparse.Namespace) -> dict[str, Any]:
+    """``me`` at C=8 while logins (argon2) run at C=8: does hashing stall other requests?"""
+    me, login = scenario_request("me", email, token), scenario_request("login", email, token)
+    await asyncio.gather(load(base, login, 8, args.warmup), load(base, me, 8, args.warmup))
+    me_figures, login_figures = await asyncio.gather(
+        load(base, me, 8, args.duration), load(base, login, 8, args.duration)
+    )
+    print(f"  {variant:<19} me while login: p99 {me_figures['p99_ms']:.1f} ms", flush=True)
+    return {
+        "scenario": "me-while-login",
+        "variant": variant,
+        "concurrency": 8,
+        **me_figures,
+        "login_rps": login_figures["rps"],
+        "login_errors": login_figures["errors"],
+    }
+
+
+async def soak(base: str, running: Running, request: Request, seconds: int) -> dict[str, Any]:
+    """``me`` at C=32 for ``seconds``, sampling each process's RSS every 10 s."""
+    samples: dict[str, list[float]] = {label: [] for label in running.procs}
+    task = asyncio.create_task(load(base, request, 32, seconds))
+    while not task.done():
+        for label, proc in running.procs.items():
+            samples[label].append(round(current_rss_mb(proc.pid), 1))
+        await asyncio.wait([task], timeout=10)
+    figures = task.result()
+    print(f"  soak {seconds}s: {figures['rps']:.0f} req/s, {figures['errors']:.0f} errors", flush=True)
+    for label, series in samples.items():
+        print(f"    {label:<8} RSS MB every 10 s: {series}", flush=True)
+    return {"scenario": "soak-me", "variant": "busway", "concurrency": 32, **figures, "rss_mb_every_10s": samples}
 
 
 def ratio(rows: list[dict[str, Any]], scenario: str, connections: int, over: str) -> float | None:
@@ -273,15 +323,16 @@ def ratio(rows: list[dict[str, Any]], scenario: str, connections: int, over: str
 
 
 def report(rows: list[dict[str, Any]], rss: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
-    lines = [f"{'scenario':<9} {'variant':<19} {'C':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"]
-    for row in sorted(rows, key=lambda r: (SCENARIOS.index(r["scenario"]), r["concurrency"])):
+    lines = [f"{'scenario':<14} {'variant':<19} {'C':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"]
+    order = [*SCENARIOS, "soak-me"]
+    for row in sorted(rows, key=lambda r: (order.index(r["scenario"]), r["concurrency"])):
         lines.append(
-            f"{row['scenario']:<9} {row['variant']:<19} {row['concurrency']:>3} {row['rps']:>8.0f} "
+            f"{row['scenario']:<14} {row['variant']:<19} {row['concurrency']:>3} {row['rps']:>8.0f} "
             f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6.0f}"
         )
     lines.append("")
     lines.append("ratios of throughput (same run): busway/direct, busway/faststream-request")
-    for scenario in args.scenarios:
+    for scenario in [s for s in args.scenarios if s in DEFAULT_SCENARIOS]:
         for connections in args.concurrency:
             parts = [f"{scenario:<9} C={connections:<3}"]
             for over in ("direct", "faststream-request"):
@@ -302,7 +353,7 @@ def chart(rows: list[dict[str, Any]], path: Path, connections: int) -> None:
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     variants = [v for v in VARIANTS if any(r["variant"] == v for r in rows)]
-    scenarios = [s for s in SCENARIOS if any(r["scenario"] == s for r in rows)]
+    scenarios = [s for s in DEFAULT_SCENARIOS if any(r["scenario"] == s for r in rows)]
     fig, ax = plt.subplots(figsize=(9, 4.5))
     width = 0.8 / max(1, len(variants))
     for i, variant in enumerate(variants):
@@ -332,14 +383,15 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=10, help="seconds of load per run (default 10)")
     parser.add_argument("--warmup", type=float, default=2, help="seconds of warm-up per run (default 2)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
-    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(DEFAULT_SCENARIOS))
+    parser.add_argument("--soak", type=int, default=0, help="then load busway's me at C=32 this many seconds")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="a smoke test: 1 s runs at C=32")
     args = parser.parse_args()
     if args.quick:
         args.duration, args.warmup, args.concurrency = 1, 0.5, [32]
-    if min(args.concurrency) < 1 or args.duration <= 0 or args.warmup < 0:
-        parser.error("--concurrency and --duration must be positive, --warmup not negative")
+    if min(args.concurrency) < 1 or args.duration <= 0 or args.warmup < 0 or args.soak < 0:
+        parser.error("--concurrency and --duration must be positive, --warmup and --soak not negative")
     args.signing_key = generate_pem().decode()
     admin_url = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
     logs = Path("/tmp/busway-bench-logs")
