@@ -75,14 +75,6 @@ class Request:
     token: str | None = None
 
 
-def current_rss_mb(pid: int) -> float:
-    with suppress(OSError):
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def scenario_request(scenario: str, email: str, token: str) -> Request:
     login = json.dumps({"email": email, "password": PASSWORD})
     register = '{"email":"%s","password":"' + PASSWORD + '","display_name":"Bench"}'
@@ -179,10 +171,11 @@ async def load(base: str, request: Request, connections: int, seconds: float) ->
     return await run_python(base, request, connections, seconds)
 
 
-def peak_rss_mb(pid: int) -> float:
+def rss_mb(pid: int, field: str = "VmRSS") -> float:
+    """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MB."""
     with suppress(OSError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -278,7 +271,7 @@ async def bench_variant(
                     print(f"  {variant:<19} {scenario:<9} C={connections:<3} {figures['rps']:>8.0f} req/s", flush=True)
             if args.soak and variant == "busway":
                 rows.append(await soak(base, running, scenario_request("me", email, token), args.soak))
-            rss = {label: peak_rss_mb(proc.pid) for label, proc in running.procs.items()}
+            rss = {label: rss_mb(proc.pid, "VmHWM") for label, proc in running.procs.items()}
         return rows, rss
 
 
@@ -306,7 +299,7 @@ async def soak(base: str, running: Running, request: Request, seconds: int) -> d
     task = asyncio.create_task(load(base, request, 32, seconds))
     while not task.done():
         for label, proc in running.procs.items():
-            samples[label].append(round(current_rss_mb(proc.pid), 1))
+            samples[label].append(round(rss_mb(proc.pid), 1))
         await asyncio.wait([task], timeout=10)
     figures = task.result()
     print(f"  soak {seconds}s: {figures['rps']:.0f} req/s, {figures['errors']:.0f} errors", flush=True)

@@ -3,9 +3,11 @@
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
 import pytest
+from faststream.redis import RedisBroker
 from redis.asyncio import Redis
 
 from bus.broker import Consumer, create_broker, create_redis
@@ -29,29 +31,23 @@ class Echoed(Contract):
 executed: list[str] = []
 
 
-@pytest.fixture
-async def bus(redis_url: str) -> AsyncIterator[tuple[BusClient, BusSettings]]:
+@asynccontextmanager
+async def running(
+    redis_url: str, service: str, subscribe: Callable[[RedisBroker, Consumer], None]
+) -> AsyncIterator[BusClient]:
+    """A broker with the subscribers ``subscribe`` adds, and a client, on a fresh prefix."""
     settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:", polling_interval_ms=100)
-    consumer = Consumer(settings, "echo", "echo-1")
-    server = create_broker(settings, "echo", consumer)
-
-    @consumer.command(server, "echo.say")
-    async def say(cmd: Echo) -> Echoed:
-        executed.append(cmd.text)
-        if cmd.mode == "refuse":
-            raise ReplyError("No, thanks.", code=ErrorCode.FORBIDDEN)
-        if cmd.mode == "crash":
-            raise RuntimeError("internal detail that must not leak")
-        return Echoed(text=cmd.text.upper())
-
+    consumer = Consumer(settings, service, f"{service}-1")
+    server = create_broker(settings, service, consumer)
+    subscribe(server, consumer)
     redis = create_redis(settings)
-    await consumer.ensure_groups(redis)
-    await server.start()
     inbox = create_redis(settings, blocking=True)
     client = BusClient(inbox, settings, "client-1", producer="client")
+    await consumer.ensure_groups(redis)
+    await server.start()
     await client.start()
     try:
-        yield client, settings
+        yield client
     finally:
         await client.stop()
         await server.stop()
@@ -62,19 +58,36 @@ async def bus(redis_url: str) -> AsyncIterator[tuple[BusClient, BusSettings]]:
         await inbox.aclose()
 
 
-async def test_a_result_comes_back_typed(bus: tuple[BusClient, BusSettings]) -> None:
+def echo_service(server: RedisBroker, consumer: Consumer) -> None:
+    @consumer.command(server, "echo.say")
+    async def say(cmd: Echo) -> Echoed:
+        executed.append(cmd.text)
+        if cmd.mode == "refuse":
+            raise ReplyError("No, thanks.", code=ErrorCode.FORBIDDEN)
+        if cmd.mode == "crash":
+            raise RuntimeError("internal detail that must not leak")
+        return Echoed(text=cmd.text.upper())
+
+
+@pytest.fixture
+async def bus(redis_url: str) -> AsyncIterator[tuple[BusClient, None]]:
+    async with running(redis_url, "echo", echo_service) as client:
+        yield client, None
+
+
+async def test_a_result_comes_back_typed(bus: tuple[BusClient, None]) -> None:
     client, _ = bus
     assert await client.request("echo.say", Echo(text="hi"), Echoed) == Echoed(text="HI")
 
 
-async def test_concurrent_requests_get_their_own_replies(bus: tuple[BusClient, BusSettings]) -> None:
+async def test_concurrent_requests_get_their_own_replies(bus: tuple[BusClient, None]) -> None:
     client, _ = bus
     texts = [f"m{i}" for i in range(50)]
     replies = await asyncio.gather(*(client.request("echo.say", Echo(text=t), Echoed) for t in texts))
     assert [r.text for r in replies] == [t.upper() for t in texts]
 
 
-async def test_a_domain_error_arrives_as_a_typed_error_not_a_timeout(bus: tuple[BusClient, BusSettings]) -> None:
+async def test_a_domain_error_arrives_as_a_typed_error_not_a_timeout(bus: tuple[BusClient, None]) -> None:
     client, _ = bus
     started = time.monotonic()
     with pytest.raises(ReplyError) as caught:
@@ -85,7 +98,7 @@ async def test_a_domain_error_arrives_as_a_typed_error_not_a_timeout(bus: tuple[
     assert time.monotonic() - started < 30
 
 
-async def test_a_crash_is_an_internal_error_without_details(bus: tuple[BusClient, BusSettings]) -> None:
+async def test_a_crash_is_an_internal_error_without_details(bus: tuple[BusClient, None]) -> None:
     client, _ = bus
     with pytest.raises(ReplyError) as caught:
         await client.request("echo.say", Echo(text="x", mode="crash"), Echoed, timeout=30)
@@ -93,7 +106,7 @@ async def test_a_crash_is_an_internal_error_without_details(bus: tuple[BusClient
     assert "internal detail" not in caught.value.reply.message
 
 
-async def test_a_rejected_payload_is_a_typed_error_with_field_details(bus: tuple[BusClient, BusSettings]) -> None:
+async def test_a_rejected_payload_is_a_typed_error_with_field_details(bus: tuple[BusClient, None]) -> None:
     client, _ = bus
 
     class Wrong(Contract):
@@ -107,40 +120,24 @@ async def test_a_rejected_payload_is_a_typed_error_with_field_details(bus: tuple
 
 async def test_a_plain_faststream_subscriber_can_answer_too(redis_url: str) -> None:
     """Handlers written with broker.subscriber (FastStream's own replies) work with BusClient."""
-    settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:", polling_interval_ms=100)
-    consumer = Consumer(settings, "plain", "plain-1")
-    server = create_broker(settings, "plain", consumer)
 
-    @server.subscriber(stream=consumer.stream("plain.say"))  # type: ignore[untyped-decorator]
-    async def say(cmd: Echo) -> Echoed:
-        return Echoed(text=cmd.text * 2)
+    def plain(server: RedisBroker, consumer: Consumer) -> None:
+        @server.subscriber(stream=consumer.stream("plain.say"))  # type: ignore[untyped-decorator]
+        async def say(cmd: Echo) -> Echoed:
+            return Echoed(text=cmd.text * 2)
 
-    redis = create_redis(settings)
-    inbox = create_redis(settings, blocking=True)
-    client = BusClient(inbox, settings, "client-2", producer="client")
-    await consumer.ensure_groups(redis)
-    await server.start()
-    await client.start()
-    try:
+    async with running(redis_url, "plain", plain) as client:
         assert await client.request("plain.say", Echo(text="ab"), Echoed) == Echoed(text="abab")
-    finally:
-        await client.stop()
-        await server.stop()
-        keys = [k async for k in redis.scan_iter(match=f"{settings.prefix}*")]
-        if keys:
-            await redis.delete(*keys)
-        await redis.aclose()
-        await inbox.aclose()
 
 
-async def test_no_subscriber_is_unavailable_after_the_timeout(bus: tuple[BusClient, BusSettings]) -> None:
+async def test_no_subscriber_is_unavailable_after_the_timeout(bus: tuple[BusClient, None]) -> None:
     client, _ = bus
     with pytest.raises(ReplyError) as caught:
         await client.request("nobody.listens", Echo(text="x"), Echoed, timeout=0.3)
     assert caught.value.reply.code == ErrorCode.UNAVAILABLE
 
 
-async def test_an_expired_command_is_not_executed(bus: tuple[BusClient, BusSettings]) -> None:
+async def test_an_expired_command_is_not_executed(bus: tuple[BusClient, None]) -> None:
     client, _ = bus
     text = f"late-{uuid.uuid4().hex[:6]}"
     future = client.expect("late-id")
@@ -153,34 +150,19 @@ async def test_an_expired_command_is_not_executed(bus: tuple[BusClient, BusSetti
 
 
 async def test_a_malformed_reply_is_an_internal_error_not_the_callers_fault(redis_url: str) -> None:
-    settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:", polling_interval_ms=100)
-    consumer = Consumer(settings, "skew", "skew-1")
-    server = create_broker(settings, "skew", consumer)
-
     class OldShape(Contract):
         name: str
 
-    @consumer.command(server, "skew.say")
-    async def say(cmd: Echo) -> OldShape:
-        return OldShape(name=cmd.text)
+    def skewed(server: RedisBroker, consumer: Consumer) -> None:
+        @consumer.command(server, "skew.say")
+        async def say(cmd: Echo) -> OldShape:
+            return OldShape(name=cmd.text)
 
-    redis = create_redis(settings)
-    inbox = create_redis(settings, blocking=True)
-    client = BusClient(inbox, settings, "client-3", producer="client")
-    await consumer.ensure_groups(redis)
-    await server.start()
-    await client.start()
-    try:
+    async with running(redis_url, "skew", skewed) as client:
         with pytest.raises(ReplyError) as caught:
             await client.request("skew.say", Echo(text="x"), Echoed)
-        assert caught.value.reply.code == ErrorCode.INTERNAL
-        assert caught.value.reply.details == ()
-    finally:
-        await client.stop()
-        await server.stop()
-        await redis.delete(*[k async for k in redis.scan_iter(match=f"{settings.prefix}*")])
-        await redis.aclose()
-        await inbox.aclose()
+    assert caught.value.reply.code == ErrorCode.INTERNAL
+    assert caught.value.reply.details == ()
 
 
 async def test_an_unreachable_redis_is_unavailable_not_a_crash() -> None:
