@@ -15,11 +15,13 @@ from typing import Any, TypeVar
 from loguru import logger
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus import wire
 from bus.correlation import current_correlation_id, new_id
+from bus.pipelining import Autopipeline
 from bus.settings import BusSettings
 from schemas.envelope import (
     CAUSATION_ID,
@@ -53,6 +55,7 @@ class BusClient:
 
     def __init__(self, redis: Redis, settings: BusSettings, instance: str, *, producer: str) -> None:
         self._redis = redis
+        self._pipeline = Autopipeline(redis)
         self._producer = producer
         self._settings = settings
         self.inbox = settings.name(f"{INBOX_PREFIX}{instance}")
@@ -138,16 +141,18 @@ class BusClient:
             **(headers or {}),
         }
         entry = wire.encode(envelope, command.__pydantic_serializer__.to_json(command))
+        name, maxlen = self._settings.name(stream), self._settings.command_stream_maxlen
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.xadd(name, {wire.DATA_FIELD: entry}, maxlen=maxlen, approximate=True)
+
         try:
-            await self._redis.xadd(
-                self._settings.name(stream),
-                {wire.DATA_FIELD: entry},
-                maxlen=self._settings.command_stream_maxlen,
-                approximate=True,
-            )
+            [result] = await self._pipeline.execute(queue)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             logger.warning("cannot publish to {}: {!r}", stream, exc)
             raise ReplyError("The message bus is unreachable.", code=ErrorCode.UNAVAILABLE) from None
+        if isinstance(result, Exception):
+            raise result
         return message_id
 
     async def request(
