@@ -107,7 +107,9 @@ class Consumer:
         A failed event stays pending; the claimer hands it to the handler again after
         ``BUS_CLAIM_IDLE_MS``, until ``BUS_MAX_DELIVERIES`` sends it to ``dlq.<stream>``.
         """
-        stream = self.stream(base)
+        # One entry per read: events are handled one at a time anyway, and a prefetched
+        # batch would age in memory until the claimer hands it out a second time.
+        stream = self.stream(base, max_records=1)
         self.event_streams.add(stream.name)
         return _registering(
             broker.subscriber(stream=stream, no_reply=True),
@@ -128,7 +130,7 @@ class Consumer:
             polling_interval=self.settings.polling_interval_ms,
         )
 
-    def stream(self, base: str, *, secret: bool = False) -> StreamSub:
+    def stream(self, base: str, *, secret: bool = False, max_records: int | None = None) -> StreamSub:
         """Read ``base`` as a member of this service's group.
 
         ``secret``: the commands carry secrets (passwords); each entry is deleted from the
@@ -142,13 +144,39 @@ class Consumer:
             name,
             group=self.service,
             consumer=self.instance,
-            max_records=self.settings.max_records,
+            max_records=max_records or self.settings.max_records,
             polling_interval=self.settings.polling_interval_ms,
         )
 
     def dead_letter_stream(self, stream: str) -> str:
         """``dlq.<stream>``, under this deployment's prefix."""
         return self.settings.name(dead_letters(stream.removeprefix(self.settings.prefix)))
+
+    async def release(self, redis: "Redis") -> int:
+        """Hand this consumer's pending entries to the others at once; how many.
+
+        Called on a graceful stop, after the last handler finished: entries read but not
+        started would otherwise wait BUS_CLAIM_IDLE_MS for a claimer (and a command's
+        deadline would pass). Marking them idle that long lets the next claim take them.
+        """
+        released = 0
+        for stream, group in self.groups:
+            entries = await redis.xpending_range(
+                stream, group, min="-", max="+", count=10_000, consumername=self.instance
+            )
+            ids: list[Any] = [entry["message_id"] for entry in entries]
+            if ids:
+                await redis.xclaim(
+                    stream,
+                    group,
+                    self.instance,
+                    min_idle_time=0,
+                    message_ids=ids,
+                    idle=self.settings.claim_idle_ms,
+                    justid=True,
+                )
+                released += len(ids)
+        return released
 
     async def ensure_groups(self, redis: "Redis") -> None:
         """Create the groups at the stream's start, so nothing published earlier is missed.

@@ -126,6 +126,8 @@ class BusMiddleware(BaseMiddleware):
                         outcome = "dead-lettered"
                         return None
                     result, outcome = await self._handle(call_next, msg)
+                    if is_event and CLAIMED in headers:
+                        await self._forget_failures(msg, raw)
                 except Exception as exc:
                     if is_event:
                         await self._remember_failure(msg, raw, exc)
@@ -198,12 +200,16 @@ class BusMiddleware(BaseMiddleware):
             "correlation_id": msg.correlation_id,
             "dead_lettered_at": datetime.now(UTC).isoformat(),
         }
-        async with client.pipeline(transaction=False) as pipe:
-            pipe.xadd(self.roles.dead_letter_stream(stream), fields)
-            pipe.hdel(errors, entry_id)
-            await pipe.execute()
+        await client.xadd(self.roles.dead_letter_stream(stream), fields)
+        await client.hdel(errors, entry_id)
         logger.error("dead-lettered after {} deliveries: {}", attempts, (last_error or b"").decode(errors="replace"))
         return True
+
+    async def _forget_failures(self, msg: StreamMessage[Any], raw: dict[str, Any]) -> None:
+        """A redelivered event succeeded: drop the error kept for its dead letter."""
+        client = getattr(msg, "consumer", None)
+        if client is not None and raw.get("message_ids"):
+            await client.hdel(f"{raw['channel']}{FAILURES_SUFFIX}", raw["message_ids"][0])
 
     async def _remember_failure(self, msg: StreamMessage[Any], raw: dict[str, Any], exc: Exception) -> None:
         """Keep the latest error of a failed event, for its dead letter."""

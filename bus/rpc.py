@@ -53,8 +53,15 @@ def outcome_key(message_id: str) -> str:
 class BusClient:
     """Sends commands and waits for their replies on this process's inbox."""
 
-    def __init__(self, redis: Redis, settings: BusSettings, instance: str, *, producer: str) -> None:
-        self._redis = redis
+    def __init__(
+        self, redis: Redis, settings: BusSettings, instance: str, *, producer: str, inbox_redis: Redis | None = None
+    ) -> None:
+        """Publish with ``redis``; hold the inbox subscription on ``inbox_redis``.
+
+        ``redis`` must have socket timeouts; the subscription blocks, so ``inbox_redis``
+        (default: ``redis``) should have none.
+        """
+        self._redis = inbox_redis or redis
         self._pipeline = Autopipeline(redis)
         self._producer = producer
         self._settings = settings
@@ -147,12 +154,15 @@ class BusClient:
             pipe.xadd(name, {wire.DATA_FIELD: entry}, maxlen=maxlen, approximate=True)
 
         try:
-            [result] = await self._pipeline.execute(queue)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            async with asyncio.timeout(timeout or self._settings.request_timeout):
+                [result] = await self._pipeline.execute(queue)
+        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
             logger.warning("cannot publish to {}: {!r}", stream, exc)
             raise ReplyError("The message bus is unreachable.", code=ErrorCode.UNAVAILABLE) from None
         if isinstance(result, Exception):
-            raise result
+            # Redis refused the write (out of memory, read-only replica): not the caller's fault.
+            logger.warning("Redis refused a command for {}: {!r}", stream, result)
+            raise ReplyError("The message bus refused the message.", code=ErrorCode.UNAVAILABLE)
         return message_id
 
     async def request(

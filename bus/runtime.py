@@ -64,6 +64,13 @@ class ServiceRuntime:
         """Stop announcing, stop reading and finish in-flight messages, flush, release."""
         await self._heartbeat.stop()
         await self.broker.stop()
+        try:
+            released = await self.consumer.release(self.redis)
+        except Exception as exc:  # Redis away: the claimers find them later all the same
+            logger.warning("could not release pending entries: {!r}", exc)
+        else:
+            if released:
+                logger.info("released {} unhandled entries to the other instances", released)
         for component in reversed(self._components):
             await component.stop()
         for hook in self._after_stop:

@@ -59,7 +59,9 @@ class Gateway:
         """Connect to Redis, open the reply inbox, fetch the signing keys if auth is up."""
         self._redis = create_redis(self.settings.bus)
         self._inbox_redis = create_redis(self.settings.bus, blocking=True)
-        self._bus = BusClient(self._inbox_redis, self.settings.bus, self.instance, producer=SERVICE)
+        self._bus = BusClient(
+            self._redis, self.settings.bus, self.instance, producer=SERVICE, inbox_redis=self._inbox_redis
+        )
         await self._bus.start()
         # In the background: the auth service may start after the gateway.
         self._keys_task = asyncio.create_task(self._load_keys(), name="load signing keys")

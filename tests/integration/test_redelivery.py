@@ -60,6 +60,11 @@ async def test_a_failed_event_is_handled_again_and_the_saga_completes(
         user_id = (await eventually(completed, what="the saga to complete after a retry"))["user_id"]
     assert len(calls) == 2
     assert len(set(calls)) == 1  # the same event, delivered twice
+    raw = Redis.from_url(REDIS_URL)
+    try:  # the error kept for a dead letter goes once the retry succeeded
+        assert await raw.hgetall(system.stream("events.auth") + ":failures") == {}
+    finally:
+        await raw.aclose()
     async with system.sessions("users")() as session:
         assert len((await session.exec(select(Profile).where(Profile.id == user_id))).all()) == 1
 

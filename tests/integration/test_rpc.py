@@ -42,7 +42,7 @@ async def running(
     subscribe(server, consumer)
     redis = create_redis(settings)
     inbox = create_redis(settings, blocking=True)
-    client = BusClient(inbox, settings, "client-1", producer="client")
+    client = BusClient(redis, settings, "client-1", producer="client", inbox_redis=inbox)
     await consumer.ensure_groups(redis)
     await server.start()
     await client.start()
@@ -141,8 +141,9 @@ async def test_an_expired_command_is_not_executed(bus: tuple[BusClient, None]) -
     client, _ = bus
     text = f"late-{uuid.uuid4().hex[:6]}"
     future = client.expect("late-id")
-    await client.send("echo.say", Echo(text=text), message_id="late-id", timeout=0.001)
-    await asyncio.sleep(0.05)
+    # Its deadline passed a second ago: as if it had waited in the stream that long.
+    late = {"deadline": str(int(time.time() * 1000) - 1000)}
+    await client.send("echo.say", Echo(text=text), message_id="late-id", headers=late)
     with pytest.raises(ReplyError) as caught:
         await client.wait(future, Echoed, timeout=10, what="echo.say")
     assert caught.value.reply.code == ErrorCode.EXPIRED
@@ -175,3 +176,36 @@ async def test_an_unreachable_redis_is_unavailable_not_a_crash() -> None:
     finally:
         await redis.aclose()
     assert caught.value.reply.code == ErrorCode.UNAVAILABLE
+
+
+async def test_redis_refusing_the_write_is_unavailable_not_a_crash(redis_url: str) -> None:
+    settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:")
+    redis = create_redis(settings)
+    client = BusClient(redis, settings, "c", producer="c")
+    await redis.set(settings.name("echo.say"), "not a stream")  # XADD now answers WRONGTYPE
+    try:
+        with pytest.raises(ReplyError) as caught:
+            await client.send("echo.say", Echo(text="x"))
+    finally:
+        await redis.delete(settings.name("echo.say"))
+        await redis.aclose()
+    assert caught.value.reply.code == ErrorCode.UNAVAILABLE
+
+
+async def test_a_stopping_consumer_hands_its_unhandled_entries_to_the_others(redis_url: str) -> None:
+    settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:", claim_idle_ms=60_000)
+    consumer = Consumer(settings, "echo", "echo-stopping")
+    stream = consumer.stream("echo.say").name
+    redis = create_redis(settings)
+    try:
+        await consumer.ensure_groups(redis)
+        for i in range(3):
+            await redis.xadd(stream, {"__data__": f'{{"payload": {{"text": "{i}"}}}}'})
+        await redis.xreadgroup("echo", "echo-stopping", {stream: ">"}, count=3)  # read, never handled
+        assert await consumer.release(redis) == 3
+        pending = await redis.xpending_range(stream, "echo", min="-", max="+", count=10)
+        assert len(pending) == 3
+        assert all(int(entry["time_since_delivered"]) >= 60_000 for entry in pending)
+    finally:
+        await redis.delete(stream)
+        await redis.aclose()
