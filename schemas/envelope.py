@@ -11,8 +11,6 @@ from pydantic import Field
 
 from schemas.base import Contract
 
-ENVELOPE_VERSION: Final = 1
-
 MESSAGE_ID: Final = "id"
 TYPE: Final = "type"
 SCHEMA_VERSION: Final = "version"

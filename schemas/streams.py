@@ -20,16 +20,6 @@ USERS_PING: Final = "users.ping"
 EVENTS_AUTH: Final = "events.auth"
 EVENTS_USERS: Final = "events.users"
 
-COMMAND_STREAMS: Final = (
-    AUTH_REGISTER,
-    AUTH_LOGIN,
-    AUTH_JWKS,
-    AUTH_GET_REGISTRATION,
-    USERS_GET,
-    USERS_UPDATE,
-    USERS_PING,
-)
-EVENT_STREAMS: Final = (EVENTS_AUTH, EVENTS_USERS)
 
 INBOX_PREFIX: Final = "inbox."
 """Reply inboxes: one Pub/Sub channel per requesting process, ``inbox.<process id>``."""

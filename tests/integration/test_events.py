@@ -15,7 +15,7 @@ from db.outbox import SqlOutboxStore, add_event
 from handlers.auth.models import Credential, RegistrationRow
 from handlers.users.models import Outbox as UsersOutbox
 from handlers.users.models import Profile
-from schemas.envelope import Trace
+from schemas.envelope import Envelope, Trace
 from schemas.events import UserUpdated
 from tests.e2e.conftest import PASSWORD, new_email
 from tests.harness import REDIS_URL, System, eventually, postgres_databases, run_system
@@ -72,6 +72,8 @@ async def test_registration_events_are_readable_with_plain_redis(system: System)
     )
     assert response.status_code == 201
     auth_events = await read_plain(REDIS_URL, system.stream("events.auth"))
+    for entry in auth_events:  # every entry is an Envelope, as schemas/envelope.py says
+        Envelope.model_validate(entry)
     started = next(e for e in auth_events if e["type"] == "RegistrationStarted")
     payload = started["payload"]
     assert isinstance(payload, dict)
