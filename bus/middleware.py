@@ -40,7 +40,7 @@ FAILURES_SUFFIX = ":failures"
 
 
 class StreamRoles(Protocol):
-    """Which of a service's streams carry commands, and which carry secrets."""
+    """What a service's streams are: commands, events, secrets; and where dead letters go."""
 
     @property
     def command_streams(self) -> Collection[str]:
@@ -119,13 +119,14 @@ class BusMiddleware(BaseMiddleware):
         fields = {"service": self.service, "message_id": msg.message_id, "type": headers.get(TYPE)}
         outcome = "error"
         is_event = self.roles is not None and stream in self.roles.event_streams
+        is_command = self.roles is not None and stream in self.roles.command_streams
         try:
             with correlated(msg.correlation_id, **fields):
                 try:
                     if is_event and await self._dead_lettered(msg, raw):
                         outcome = "dead-lettered"
                         return None
-                    result, outcome = await self._handle(call_next, msg)
+                    result, outcome = await self._handle(call_next, msg, is_command=is_command)
                     if is_event and CLAIMED in headers:
                         await self._forget_failures(msg, raw)
                 except Exception as exc:
@@ -139,14 +140,16 @@ class BusMiddleware(BaseMiddleware):
                         outcome=outcome,
                         duration_ms=round((time.perf_counter() - started) * 1000, 2),
                     )
-            if self.roles is not None and stream in self.roles.command_streams:
+            if is_command:
                 await self._finish_command(msg, raw, result)
                 return None
             return result
         finally:
             _consumed_id.reset(token)
 
-    async def _handle(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> tuple[Any, str]:
+    async def _handle(
+        self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any], *, is_command: bool
+    ) -> tuple[Any, str]:
         """The handler's result and the outcome to log.
 
         A failing command gets an error reply (sent when it has a ``reply_to``) and is
@@ -155,8 +158,8 @@ class BusMiddleware(BaseMiddleware):
         if deadline_passed(msg.headers):
             error = ErrorReply(code=ErrorCode.EXPIRED, message="The deadline passed before the work began.")
             return error_response(error), "expired"
-        raw = msg.raw_message if isinstance(msg.raw_message, dict) else {}
-        is_command = bool(msg.reply_to) or (self.roles is not None and raw.get("channel") in self.roles.command_streams)
+        # A plain FastStream subscriber's command is known by its reply_to alone.
+        is_command = is_command or bool(msg.reply_to)
         try:
             return await call_next(msg), "ok"
         except ReplyError as exc:
