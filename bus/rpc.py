@@ -61,7 +61,7 @@ class BusClient:
         ``redis`` must have socket timeouts; the subscription blocks, so ``inbox_redis``
         (default: ``redis``) should have none.
         """
-        self._redis = inbox_redis or redis
+        self._inbox_redis = inbox_redis or redis
         self._pipeline = Autopipeline(redis)
         self._producer = producer
         self._settings = settings
@@ -88,7 +88,7 @@ class BusClient:
 
     async def _read(self) -> None:
         while True:
-            pubsub = self._redis.pubsub()
+            pubsub = self._inbox_redis.pubsub()
             try:
                 await pubsub.subscribe(self.inbox)
                 self._subscribed.set()
