@@ -171,6 +171,14 @@ async def load(base: str, request: Request, connections: int, seconds: float) ->
     return await run_python(base, request, connections, seconds)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time a process has used so far (user + system), in seconds."""
+    with suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return float("nan")
+
+
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MB."""
     with suppress(OSError):
@@ -266,9 +274,27 @@ async def bench_variant(
                 request = scenario_request(scenario, email, token)
                 for connections in args.concurrency:
                     await load(base, request, connections, args.warmup)
+                    before = {label: cpu_seconds(proc.pid) for label, proc in running.procs.items()}
                     figures = await load(base, request, connections, args.duration)
-                    rows.append({"scenario": scenario, "variant": variant, "concurrency": connections, **figures})
-                    print(f"  {variant:<19} {scenario:<9} C={connections:<3} {figures['rps']:>8.0f} req/s", flush=True)
+                    served = max(1.0, figures["rps"] * args.duration)
+                    cpu = {
+                        label: round((cpu_seconds(proc.pid) - before[label]) / served * 1e6)
+                        for label, proc in running.procs.items()
+                    }
+                    rows.append(
+                        {
+                            "scenario": scenario,
+                            "variant": variant,
+                            "concurrency": connections,
+                            **figures,
+                            "cpu_us_per_request": cpu,
+                        }
+                    )
+                    print(
+                        f"  {variant:<19} {scenario:<9} C={connections:<3} {figures['rps']:>8.0f} req/s, "
+                        f"CPU µs per request {cpu}",
+                        flush=True,
+                    )
             if args.soak and variant == "busway":
                 rows.append(await soak(base, running, scenario_request("me", email, token), args.soak))
             rss = {label: rss_mb(proc.pid, "VmHWM") for label, proc in running.procs.items()}
@@ -316,12 +342,16 @@ def ratio(rows: list[dict[str, Any]], scenario: str, connections: int, over: str
 
 
 def report(rows: list[dict[str, Any]], rss: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
-    lines = [f"{'scenario':<14} {'variant':<19} {'C':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"]
+    lines = [
+        f"{'scenario':<14} {'variant':<19} {'C':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+        f"{'CPU µs/req':>10}"
+    ]
     order = [*SCENARIOS, "soak-me"]
     for row in sorted(rows, key=lambda r: (order.index(r["scenario"]), r["concurrency"])):
         lines.append(
             f"{row['scenario']:<14} {row['variant']:<19} {row['concurrency']:>3} {row['rps']:>8.0f} "
-            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6.0f}"
+            f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6.0f} "
+            f"{sum(row.get('cpu_us_per_request', {}).values()) or '':>10}"
         )
     lines.append("")
     lines.append("ratios of throughput (same run): busway/direct, busway/faststream-request")
