@@ -49,6 +49,43 @@ class UserLoggedIn(Event):
     ip: str | None = None
 
 
+class LoginFailed(Event):
+    """A login for an existing account was refused (wrong password, or locked out)."""
+
+    user_id: str
+    reason: str
+    user_agent: str | None = None
+    ip: str | None = None
+
+
+class PasswordChanged(Event):
+    """A user's password was changed (by the user, or through a reset)."""
+
+    user_id: str
+    via_reset: bool = False
+
+
+class SessionRevoked(Event):
+    """A session ended before its time: logout, revocation, theft detection, password change."""
+
+    user_id: str
+    session_id: str
+    reason: str
+
+
+class PasswordResetRequested(Event):
+    """Someone asked to reset an existing account's password; a mailer sends ``token``.
+
+    The token is single-use and expires at ``expires_at``. The event is only emitted for
+    existing accounts; the HTTP answer is the same either way.
+    """
+
+    user_id: str
+    email: str
+    token: str
+    expires_at: datetime
+
+
 class UserCreated(Event):
     """users created the profile asked for by a registration."""
 
@@ -82,6 +119,10 @@ EVENT_TYPES: Final[dict[str, tuple[type[Event], int]]] = {
         RegistrationCompleted,
         RegistrationFailed,
         UserLoggedIn,
+        LoginFailed,
+        PasswordChanged,
+        SessionRevoked,
+        PasswordResetRequested,
         UserCreated,
         UserCreationFailed,
         UserUpdated,

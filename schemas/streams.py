@@ -31,3 +31,12 @@ HEARTBEAT_PREFIX: Final = "heartbeat."
 def dead_letters(stream: str) -> str:
     """The dead-letter stream of ``stream``."""
     return f"dlq.{stream}"
+
+
+def replay_stream(group: str, stream: str) -> str:
+    """Where ``busway replay`` puts entries of ``stream`` meant for ``group`` alone.
+
+    Every events subscriber of a group also reads its replay stream, so one subscriber
+    can rebuild its state from old events without the other groups seeing them again.
+    """
+    return f"replay.{group}.{stream}"
