@@ -23,6 +23,7 @@ from bus import wire
 from bus.correlation import current_correlation_id, new_id
 from bus.pipelining import Autopipeline
 from bus.settings import BusSettings
+from schemas import envelope
 from schemas.envelope import (
     CAUSATION_ID,
     CORRELATION_ID,
@@ -39,7 +40,7 @@ from schemas.streams import INBOX_PREFIX
 
 ResultT = TypeVar("ResultT", bound=BaseModel)
 
-REPLY_KEY = "reply_key"
+REPLY_KEY = envelope.REPLY_KEY
 """Header naming the future a message answers, when that is not its causation id."""
 
 Reply = tuple[bytes, dict[str, Any]]

@@ -16,9 +16,10 @@ from typing import Any, ClassVar
 import msgspec
 from faststream.redis.parser.message import MessageFormat
 
+from schemas import envelope
 from schemas.envelope import ENVELOPE_FIELDS, MESSAGE_ID, SCHEMA_VERSION
 
-DATA_FIELD = "__data__"
+DATA_FIELD = envelope.DATA_FIELD
 JSON = "application/json"
 TEXT = "text/plain"
 BINARY = "application/octet-stream"

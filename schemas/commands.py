@@ -1,9 +1,17 @@
-"""Commands: what a caller asks a service to do. One stream per command (schemas.streams)."""
+"""Commands: what a caller asks a service to do. One stream per command (schemas.streams).
+
+``COMMANDS`` lists each command stream with its command and reply contracts;
+docs/events.md and docs/asyncapi.json are generated from it (``uv run just contracts``).
+"""
+
+from typing import Final, NamedTuple
 
 from pydantic import Field
 
+from schemas import streams
 from schemas.base import Contract
 from schemas.fields import DisplayName, Email, Identifier, Password, Printable
+from schemas.replies import Jwks, Pong, Registration, TokenPair, UserProfile
 
 
 class RegisterUser(Contract):
@@ -48,3 +56,26 @@ class UpdateUser(Contract):
 
     user_id: Identifier
     display_name: DisplayName | None = None
+
+
+class CommandRoute(NamedTuple):
+    """Where a command goes and what it answers: its stream, its contract, its reply's contract."""
+
+    stream: str
+    command: type[Contract]
+    reply: type[Contract]
+
+
+COMMANDS: Final[tuple[CommandRoute, ...]] = (
+    CommandRoute(streams.AUTH_REGISTER, RegisterUser, Registration),
+    CommandRoute(streams.AUTH_GET_REGISTRATION, GetRegistration, Registration),
+    CommandRoute(streams.AUTH_LOGIN, LogIn, TokenPair),
+    CommandRoute(streams.AUTH_JWKS, GetJwks, Jwks),
+    CommandRoute(streams.USERS_GET, GetUser, UserProfile),
+    CommandRoute(streams.USERS_UPDATE, UpdateUser, UserProfile),
+    CommandRoute(streams.USERS_PING, Ping, Pong),
+)
+"""Every command stream (``<service>.<command>``, consumed by that service) and its contracts.
+
+Every command may also be answered with a ``busway.Error`` reply (schemas.errors.ErrorReply).
+"""

@@ -1,7 +1,9 @@
 """Domain events: what happened, past tense. One stream per producing service.
 
-Every event type is listed in ``EVENT_TYPES`` with its schema version; a consumer looks
-the ``type`` header up there and skips the types it does not know.
+Every event type is listed in ``EVENT_TYPES`` with its schema version, and in
+``EVENT_STREAMS`` with the stream its producer appends it to; a consumer looks the
+``type`` header up there and skips the types it does not know. docs/events.md is
+generated from these (``uv run just contracts``).
 """
 
 from datetime import datetime
@@ -9,6 +11,7 @@ from typing import Final
 
 from schemas.base import Contract
 from schemas.errors import ErrorCode
+from schemas.streams import EVENTS_AUTH, EVENTS_USERS
 
 
 class Event(Contract):
@@ -129,3 +132,18 @@ EVENT_TYPES: Final[dict[str, tuple[type[Event], int]]] = {
     )
 }
 """Every event type: name -> (payload model, schema version)."""
+
+EVENT_STREAMS: Final[dict[str, str]] = {
+    "RegistrationStarted": EVENTS_AUTH,
+    "RegistrationCompleted": EVENTS_AUTH,
+    "RegistrationFailed": EVENTS_AUTH,
+    "UserLoggedIn": EVENTS_AUTH,
+    "LoginFailed": EVENTS_AUTH,
+    "PasswordChanged": EVENTS_AUTH,
+    "SessionRevoked": EVENTS_AUTH,
+    "PasswordResetRequested": EVENTS_AUTH,
+    "UserCreated": EVENTS_USERS,
+    "UserCreationFailed": EVENTS_USERS,
+    "UserUpdated": EVENTS_USERS,
+}
+"""Every event type: name -> the stream its producer appends it to (``events.<producer>``)."""

@@ -10,7 +10,7 @@ from sqlmodel import select
 
 from handlers.users.models import Profile
 from handlers.users.service import UsersService
-from schemas.envelope import Trace
+from schemas.envelope import DEAD_LETTER_FIELDS, Trace
 from schemas.events import RegistrationStarted
 from tests.e2e.conftest import PASSWORD, new_email
 from tests.harness import REDIS_URL, System, eventually
@@ -91,6 +91,7 @@ async def test_an_event_that_keeps_failing_is_dead_lettered_and_the_rest_flow(
             return await raw.xrange(dlq) or None
 
         [(_, fields)] = await eventually(dead_letters, timeout=20, what="the dead letter")
+        assert {key.decode() for key in fields} == set(DEAD_LETTER_FIELDS)  # as docs/events.md lists them
         assert fields[b"source_stream"] == system.stream("events.auth").encode()
         assert fields[b"group"] == b"users"
         assert int(fields[b"attempts"]) == 4
