@@ -45,3 +45,13 @@ fmt:
 [group('perf')]
 bench *args:
     uv run python -m bench.run "$@"
+
+# Regenerate docs/events.md, docs/asyncapi.json and the contracts snapshot (refuses an incompatible change unless --accept-breaking)
+[group('contracts')]
+contracts *args:
+    uv run python -m schemas.generate "$@"
+
+# Regenerate docs/asyncapi.json alone (the AsyncAPI 3.0 document of the bus)
+[group('contracts')]
+asyncapi:
+    uv run python -m schemas.generate --only asyncapi
