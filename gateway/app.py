@@ -5,7 +5,7 @@ from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
-from gateway import auth_routes, ops_routes, users_routes
+from gateway import auth_routes, contract_routes, ops_routes, users_routes
 from gateway.dependencies import DEPENDENCIES
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.request_id import request_id_middleware
@@ -24,7 +24,7 @@ def create_app(settings: GatewaySettings | None = None, *, instance: str | None 
         await gateway.stop()
 
     app = Litestar(
-        route_handlers=[*auth_routes.ROUTES, *users_routes.ROUTES, *ops_routes.ROUTES],
+        route_handlers=[*auth_routes.ROUTES, *users_routes.ROUTES, *ops_routes.ROUTES, *contract_routes.ROUTES],
         on_startup=[start],
         on_shutdown=[stop],
         exception_handlers=EXCEPTION_HANDLERS,
