@@ -2,6 +2,7 @@
 
 from typing import Any
 
+import msgspec
 from faststream.message import StreamMessage
 from loguru import logger
 
@@ -13,7 +14,9 @@ def decode_event(body: bytes, headers: dict[str, Any]) -> Event | None:
     """The typed event in a message, or None for a type or version this code does not know.
 
     Unknown types are skipped, not failed: producers may add event types before every
-    consumer knows them. A payload that does not match its schema raises ValidationError.
+    consumer knows them. Unknown payload fields are ignored: producers may add optional
+    fields (a compatible change, docs/events.md#versioning) before every consumer is
+    redeployed. A payload that does not match its schema raises ValidationError.
     """
     known = EVENT_TYPES.get(str(headers.get(TYPE)))
     if known is None:
@@ -24,7 +27,17 @@ def decode_event(body: bytes, headers: dict[str, Any]) -> Event | None:
             "skipping {} v{}: this consumer knows v{}", headers.get(TYPE), headers.get(SCHEMA_VERSION), version
         )
         return None
-    return model.model_validate_json(body)
+    return _validate_known_fields(model, body)
+
+
+def _validate_known_fields(model: type[Event], body: bytes) -> Event:
+    try:
+        data = msgspec.json.decode(body)
+    except msgspec.DecodeError:
+        return model.model_validate_json(body)  # raises the ValidationError that says why
+    if isinstance(data, dict):
+        data = {key: value for key, value in data.items() if key in model.model_fields}
+    return model.model_validate(data)
 
 
 def trace_of(message: StreamMessage[Any]) -> Trace:
