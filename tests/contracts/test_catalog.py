@@ -81,7 +81,13 @@ def _handled_commands(system: System) -> dict[str, tuple[Any, Any]]:
 async def test_the_running_services_handle_and_publish_what_is_declared(system: System) -> None:
     handled = _handled_commands(system)
     declared = {route.stream: (route.command, route.reply) for route in COMMANDS}
-    assert handled == declared
+    wrong = {
+        stream: f"handler takes {command.__name__} and returns {reply.__name__}"
+        for stream, (command, reply) in handled.items()
+        if declared.get(stream) != (command, reply)
+    }
+    assert wrong == {}, "make COMMANDS in schemas/commands.py say what the handlers do (then `uv run just contracts`)"
+    assert sorted(declared.keys() - handled.keys()) == [], "COMMANDS names streams no service handles"
 
     account = await register_and_login(system, display_name="Catalog")
     response = await system.http.patch("/v1/users/me", headers=account.auth, json={"display_name": "Catalog 2"})
