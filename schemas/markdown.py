@@ -265,7 +265,8 @@ The pair (`type`, `version`) names one payload schema, and that schema only ever
 compatibly: every message valid before stays valid, and nothing a reader uses goes away.
 
 - **Compatible** (made freely): a new event type, a new command, a new optional field, a
-  new enum value, a field that becomes optional.
+  field that becomes optional, a new enum value (deploy the consumers of that field
+  first: busway's own services refuse a value they do not know).
 - **Incompatible** (never made in place): removing a field, changing a field's type,
   adding a required field, making a field required, removing an event type, command or
   reply, changing an event's version or stream. Instead, add a new event type: keep
