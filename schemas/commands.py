@@ -48,3 +48,14 @@ class UpdateUser(Contract):
 
     user_id: Identifier
     display_name: DisplayName | None = None
+
+
+class ListActivity(Contract):
+    """One page of a user's activity trail, newest first (``activity.list``).
+
+    ``cursor`` is the ``next_cursor`` of the previous page, as given: opaque to callers.
+    """
+
+    user_id: Identifier
+    cursor: str | None = Field(default=None, min_length=1, max_length=200)
+    limit: int = Field(default=20, ge=1, le=100)
