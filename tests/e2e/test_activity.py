@@ -68,7 +68,9 @@ async def test_the_trail_lists_the_callers_account_events_newest_first(system: S
     assert failed["reason"] == "invalid_password"
     assert failed["user_agent"] == "curious-client/1.0"
     assert failed["ip"] == login["ip"] == "127.0.0.1"
-    assert login["session_id"] and first_login["session_id"] and login["session_id"] != first_login["session_id"]
+    assert login["session_id"]
+    assert first_login["session_id"]
+    assert login["session_id"] != first_login["session_id"]
     assert created["session_id"] is None
     assert len({item["id"] for item in items}) == 5
 
