@@ -10,6 +10,7 @@ messages; databases are made once per test session and backend (SQLite, PostgreS
 """
 
 import asyncio
+import json
 import os
 import shutil
 import tempfile
@@ -31,6 +32,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
+from bus import wire
 from bus.broker import create_redis
 from bus.runtime import ServiceRuntime
 from bus.settings import BusSettings
@@ -136,6 +138,10 @@ async def postgres_databases(admin_url: str = POSTGRES_URL) -> AsyncIterator[Dat
         yield databases
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 OPTIONAL_SERVICES = ("activity", "mailer")
 """Services ``run_system(include=...)`` can add to users, auth and the gateway."""
 
@@ -193,6 +199,32 @@ class System:
     def stream(self, base: str) -> str:
         """A stream name with this system's prefix."""
         return self.bus.name(base)
+
+    async def deliver_again(self, base: str, event_id: str) -> str:
+        """Append the entry of event ``event_id`` to stream ``base`` once more; the new entry's id.
+
+        Every group reads it as a second delivery of that event (the same event id), as
+        after a crash between handling and acknowledging it, or a replay.
+        """
+        stream = self.stream(base)
+        entries: list[Any] = await self.redis.xrange(stream) or []
+        for _, fields in entries:
+            data = fields[wire.DATA_FIELD.encode()]
+            if json.loads(data).get("id") == event_id:
+                return _text(await self.redis.xadd(stream, {wire.DATA_FIELD: data}))
+        msg = f"no event {event_id} on {stream}"
+        raise LookupError(msg)
+
+    async def caught_up(self, group: str, base: str) -> bool:
+        """Whether ``group`` has read every entry of stream ``base`` and acknowledged them all."""
+        stream = self.stream(base)
+        last: list[Any] = await self.redis.xrevrange(stream, count=1) or []
+        newest = _text(last[0][0]) if last else "0-0"
+        groups: list[dict[Any, Any]] = await self.redis.xinfo_groups(stream)
+        for info in groups:
+            if _text(info["name"]) == group:
+                return _text(info["last-delivered-id"]) == newest and int(info["pending"]) == 0
+        return False
 
     def mails(self) -> list[EmailMessage]:
         """The mails the mailer has written so far, oldest first (with ``include=("mailer",)``)."""
