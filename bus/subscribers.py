@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar, overload
 
 from faststream.message import StreamMessage
 from faststream.redis import RedisBroker
@@ -45,6 +45,8 @@ from schemas.envelope import OCCURRED_AT, PRODUCER, Trace
 from schemas.events import Event
 
 E = TypeVar("E", bound=Event)
+E2 = TypeVar("E2", bound=Event)
+E3 = TypeVar("E3", bound=Event)
 
 EventHandler = Callable[[E, "EventContext"], Awaitable[None]]
 """``async def handler(event: SomeEvent, ctx: EventContext) -> None``."""
@@ -127,17 +129,31 @@ class Subscriber:
         self.inbox = inbox
         self._handlers: dict[type[Event], EventHandler[Any]] = {}
 
-    def on(self, *types: type[E]) -> Callable[[EventHandler[E]], EventHandler[E]]:
+    @overload
+    def on(self, event_type: type[E], /) -> Callable[[EventHandler[E]], EventHandler[E]]: ...
+
+    @overload
+    def on(self, first: type[E], second: type[E2], /) -> Callable[[EventHandler[E | E2]], EventHandler[E | E2]]: ...
+
+    @overload
+    def on(
+        self, first: type[E], second: type[E2], third: type[E3], /
+    ) -> Callable[[EventHandler[E | E2 | E3]], EventHandler[E | E2 | E3]]: ...
+
+    @overload
+    def on(self, *types: type[Event]) -> Callable[[EventHandler[Event]], EventHandler[Event]]: ...
+
+    def on(self, *types: type[Event]) -> Callable[[EventHandler[Any]], EventHandler[Any]]:
         """Register the decorated handler for events of ``types``; one handler per type.
 
-        With several types, annotate the handler's event as their common base (``Event``)
-        and ``match`` on it.
+        Annotate the event as the type, or the union of the types (``UserLoggedIn |
+        LoginFailed``); with more than three, as their common base ``Event``.
         """
         if not types:
             msg = "on() needs at least one event type"
             raise ValueError(msg)
 
-        def register(handler: EventHandler[E]) -> EventHandler[E]:
+        def register(handler: EventHandler[Any]) -> EventHandler[Any]:
             for event_type in types:
                 if event_type in self._handlers:
                     msg = f"{event_type.__name__} already has a handler"
