@@ -163,6 +163,12 @@ class Subscriber:
 
         return register
 
+    def with_inbox(self, inbox: Idempotency) -> "Subscriber":
+        """The same handlers, each run through ``inbox``."""
+        copy = Subscriber(*self.streams, inbox=inbox)
+        copy._handlers = dict(self._handlers)
+        return copy
+
     @property
     def event_types(self) -> tuple[type[Event], ...]:
         """The event types with a handler."""
@@ -222,11 +228,10 @@ class Subscriber:
         """
         settings = settings or BusSettings()
         redis = redis or create_redis(settings)
-        if once:
-            self.inbox = RedisInbox(redis, settings, service, ttl=inbox_ttl)
+        subscriber = self.with_inbox(RedisInbox(redis, settings, service, ttl=inbox_ttl)) if once else self
         consumer = Consumer(settings, service, instance or instance_id(service))
         broker = create_broker(settings, service, consumer)
-        self.attach(broker, consumer)
+        subscriber.attach(broker, consumer)
         return ServiceRuntime(
             service=service,
             broker=broker,

@@ -6,13 +6,21 @@ from typing import Any
 
 import pytest
 
+from bus.subscribers import EventContext
 from examples.login_journal import login_journal
+from schemas.events import UserLoggedIn
 from tests.e2e.conftest import register_and_login
 from tests.harness import System, eventually
 
-pytestmark = pytest.mark.e2e
+
+async def test_a_login_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "logins.jsonl"
+    event = UserLoggedIn(user_id="u1", session_id="s1", ip="10.0.0.1")
+    assert await login_journal(path).dispatch(event, EventContext("e1"))
+    assert json.loads(path.read_text())["ip"] == "10.0.0.1"
 
 
+@pytest.mark.e2e
 async def test_the_journal_gets_one_line_per_login_and_failed_login(system: System, tmp_path: Path) -> None:
     path = tmp_path / "logins.jsonl"
     journal = login_journal(path).runtime("login-journal", system.bus, once=True)

@@ -5,7 +5,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,15 @@ from handlers.activity.main import MIGRATIONS
 from handlers.activity.models import ActivityRow, Inbox
 from handlers.activity.service import ActivityService
 from schemas.commands import ListActivity
-from schemas.events import LoginFailed, RegistrationStarted, UserLoggedIn
+from schemas.events import (
+    LoginFailed,
+    PasswordChanged,
+    RegistrationCompleted,
+    RegistrationStarted,
+    SessionRevoked,
+    UserLoggedIn,
+    UserUpdated,
+)
 from tests.e2e.conftest import register_and_login
 from tests.harness import Databases, System, eventually, run_system
 
@@ -75,6 +83,40 @@ async def test_record_reports_whether_the_event_was_new(system: System) -> None:
     page = await service.list(ListActivity(user_id=user_id))
     assert [(item.id, item.kind, item.ip) for item in page.items] == [(event_id, "login", "10.0.0.1")]
     assert page.next_cursor is None
+
+
+async def test_every_trail_event_becomes_an_entry_with_its_details(system: System) -> None:
+    service = ActivityService(system.sessions("activity"))
+    user_id = uuid.uuid4().hex
+    start = datetime.now(UTC)
+    events = [
+        RegistrationCompleted(registration_id="r1", user_id=user_id),
+        UserLoggedIn(user_id=user_id, session_id="s1", ip="10.0.0.1", user_agent="ua"),
+        LoginFailed(user_id=user_id, reason="invalid_password", ip="10.0.0.2"),
+        UserUpdated(user_id=user_id, changes={"display_name": "New Name"}),
+        PasswordChanged(user_id=user_id, via_reset=True),
+        SessionRevoked(user_id=user_id, session_id="s1", reason="password_changed"),
+    ]
+    for offset, event in enumerate(events):
+        assert await service.record(event, uuid.uuid4().hex, start + timedelta(seconds=offset))
+
+    page = await service.list(ListActivity(user_id=user_id))
+    assert [item.kind for item in page.items] == [
+        "session_revoked",
+        "password_changed",
+        "profile_updated",
+        "login_failed",
+        "login",
+        "account_created",
+    ]
+    revoked, changed, updated, failed, login, created = page.items
+    assert (revoked.session_id, revoked.reason) == ("s1", "password_changed")
+    assert changed.via_reset is True
+    assert updated.changed == ("display_name",)
+    assert "New Name" not in updated.model_dump_json()
+    assert (failed.reason, failed.ip, failed.session_id) == ("invalid_password", "10.0.0.2", None)
+    assert (login.session_id, login.ip, login.user_agent) == ("s1", "10.0.0.1", "ua")
+    assert created.occurred_at == start
 
 
 async def test_reset_empties_the_trail_and_inbox_so_replayed_events_count_again(tmp_path: Path) -> None:

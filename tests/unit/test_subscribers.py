@@ -105,6 +105,23 @@ async def test_with_an_inbox_a_redelivered_event_is_handled_once_and_a_failed_on
     assert inbox.handled == {"e1", "bad"}
 
 
+async def test_with_inbox_leaves_the_original_as_it_was() -> None:
+    subscriber = Subscriber("events.auth")
+    calls: list[str] = []
+
+    @subscriber.on(UserLoggedIn)
+    async def on_login(event: UserLoggedIn, ctx: EventContext) -> None:
+        calls.append(ctx.event_id)
+
+    once = subscriber.with_inbox(MemoryInbox())
+    assert await once.dispatch(LOGIN, EventContext("e1"))
+    assert not await once.dispatch(LOGIN, EventContext("e1"))
+    assert await subscriber.dispatch(LOGIN, EventContext("e1"))
+    assert subscriber.inbox is None
+    assert once.streams == subscriber.streams
+    assert calls == ["e1", "e1"]
+
+
 async def test_handle_decodes_the_message_and_builds_its_context() -> None:
     subscriber = Subscriber("events.auth")
     contexts: list[EventContext] = []
