@@ -1,5 +1,6 @@
 """The mailer's domain, transports and settings, without Redis: fakes for the transport and recipients."""
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from email import policy
 from email.message import EmailMessage
@@ -12,7 +13,7 @@ import pytest
 
 from handlers.mailer.service import Mailer, MailSettings, Recipient, RecipientUnknown
 from handlers.mailer.settings import MailerSettings
-from handlers.mailer.transports import FileTransport
+from handlers.mailer.transports import FileTransport, SmtpTransport
 from schemas.events import PasswordResetRequested, RegistrationCompleted, RegistrationStarted
 
 NOW = datetime.now(UTC)
@@ -135,3 +136,42 @@ def test_development_is_the_only_environment_that_logs_secrets() -> None:
 def test_bad_mailer_settings_are_refused(field: str, value: str, says: str) -> None:
     with pytest.raises(pydantic.ValidationError, match=says):
         MailerSettings.model_validate({field: value})
+
+
+async def test_the_smtp_transport_hands_the_mail_to_the_server() -> None:
+    received: list[bytes] = []
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Just enough SMTP (RFC 5321) to accept one mail."""
+        writer.write(b"220 test ESMTP\r\n")
+        while line := await reader.readline():
+            command = line.strip().upper()
+            if command == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                body = b""
+                while (chunk := await reader.readline()) != b".\r\n":
+                    body += chunk
+                received.append(body)
+                writer.write(b"250 queued\r\n")
+            elif command == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        outbox = Outbox()
+        await mailer(outbox).password_reset(reset_request(), "e1")
+        mail, name = outbox.sent[0]
+        where = await SmtpTransport("127.0.0.1", port, timeout=5).send(mail, name)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert where == f"smtp://127.0.0.1:{port}"
+    [body] = received
+    assert b"Subject: Reset your busway password" in body
+    assert b"To: ann@example.com" in body
