@@ -7,17 +7,17 @@ set positional-arguments := true
 default:
     @just --list
 
-# Run the whole system: Redis if needed, users, auth and the gateway (Ctrl-C stops all)
+# Run the whole system: Redis if needed, users, auth, activity, mailer and the gateway (Ctrl-C stops all)
 [group('run')]
 up:
     uv run busway up
 
-# Run one service in the foreground: users, auth or gateway
+# Run one service in the foreground: users, auth, activity, mailer or gateway
 [group('run')]
 run service:
     uv run busway run "$1"
 
-# Apply the database migrations of users and auth
+# Apply the database migrations of users, auth and activity
 [group('run')]
 migrate:
     uv run busway migrate

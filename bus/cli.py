@@ -16,9 +16,23 @@ import typer
 
 from bus.settings import BusSettings
 
-MODULES = {"users": "handlers.users", "auth": "handlers.auth", "gateway": "gateway"}
-HANDLERS = ("users", "auth")
-COLOURS = {"redis": "\033[35m", "users": "\033[36m", "auth": "\033[33m", "gateway": "\033[32m"}
+MODULES = {
+    "users": "handlers.users",
+    "auth": "handlers.auth",
+    "activity": "handlers.activity",
+    "mailer": "handlers.mailer",
+    "gateway": "gateway",
+}
+HANDLERS = ("users", "auth", "activity")
+"""The services with a database to migrate (the mailer keeps its little state in Redis)."""
+COLOURS = {
+    "redis": "\033[35m",
+    "users": "\033[36m",
+    "auth": "\033[33m",
+    "activity": "\033[34m",
+    "mailer": "\033[37m",
+    "gateway": "\033[32m",
+}
 RESET = "\033[0m"
 
 app = typer.Typer(help="busway: a bus-first service system.", no_args_is_help=True, add_completion=False)
@@ -35,14 +49,16 @@ def _check_service(name: str) -> str:
 
 
 @app.command()
-def run(service: Annotated[str, typer.Argument(help="users, auth or gateway", callback=_check_service)]) -> None:
+def run(
+    service: Annotated[str, typer.Argument(help="users, auth, activity, mailer or gateway", callback=_check_service)],
+) -> None:
     """Run one service in the foreground."""
     os.execvpe(sys.executable, [sys.executable, "-m", MODULES[service], "serve"], _child_env())
 
 
 @app.command()
 def migrate(
-    services: Annotated[list[str] | None, typer.Argument(help="users and/or auth (default: both)")] = None,
+    services: Annotated[list[str] | None, typer.Argument(help="users, auth, activity (default: all)")] = None,
 ) -> None:
     """Apply each service's database migrations (its *_DATABASE_URL)."""
     for name in services or list(HANDLERS):
@@ -146,7 +162,7 @@ async def _supervise(commands: dict[str, list[str]], grace: float) -> int:
 def up(
     grace: Annotated[float, typer.Option(min=0.1, max=120, help="Seconds each process gets to stop.")] = 10.0,
 ) -> None:
-    """Run Redis (if needed), the users and auth services and the gateway, with one log.
+    """Run Redis (if needed), the users, auth, activity and mailer services and the gateway, with one log.
 
     Ctrl-C stops them all. Settings come from the environment and ./.env.
     """
@@ -166,7 +182,7 @@ def up(
             raise typer.Exit(1)
         typer.echo(f"busway: starting a development Redis in {var}/ for {bus.redis_url}")
         commands["redis"] = dev_redis
-    for name in ("users", "auth", "gateway"):
+    for name in ("users", "auth", "activity", "mailer", "gateway"):
         commands[name] = [sys.executable, "-m", MODULES[name], "serve"]
     raise typer.Exit(asyncio.run(_supervise(commands, grace)))
 

@@ -1,15 +1,17 @@
 """/v1/users/*: one's own profile, and others' public profiles."""
 
+from typing import Annotated
+
 from litestar import get, patch
 from litestar.di import NamedDependency
-from litestar.params import FromPath, JSONBody
+from litestar.params import FromPath, JSONBody, Parameter
 
 from bus.rpc import BusClient
 from gateway.bodies import ProfilePatch, PublicProfile
 from gateway.tokens import Claims
 from schemas import streams
-from schemas.commands import GetUser, UpdateUser
-from schemas.replies import UserProfile
+from schemas.commands import GetUser, ListActivity, UpdateUser
+from schemas.replies import ActivityPage, UserProfile
 
 BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
@@ -39,4 +41,18 @@ async def get_user(
     return PublicProfile(id=profile.id, display_name=profile.display_name, created_at=profile.created_at)
 
 
-ROUTES = [get_me, patch_me, get_user]
+@get("/v1/users/me/activity", summary="My account's activity", security=BEARER)
+async def get_my_activity(
+    claims: NamedDependency[Claims],
+    bus: NamedDependency[BusClient],
+    cursor: Annotated[
+        str | None, Parameter(min_length=1, max_length=200, description="next_cursor of the previous page")
+    ] = None,
+    limit: Annotated[int, Parameter(ge=1, le=100, description="Entries per page")] = 20,
+) -> ActivityPage:
+    """Logins, failed logins, password changes, profile edits, revoked sessions; newest first."""
+    command = ListActivity(user_id=claims.user_id, cursor=cursor, limit=limit)
+    return await bus.request(streams.ACTIVITY_LIST, command, ActivityPage)
+
+
+ROUTES = [get_me, patch_me, get_user, get_my_activity]

@@ -11,7 +11,7 @@ from pydantic import Field
 from schemas import streams
 from schemas.base import Contract
 from schemas.fields import DisplayName, Email, Identifier, Password, Printable
-from schemas.replies import Jwks, Pong, Registration, TokenPair, UserProfile
+from schemas.replies import ActivityPage, Jwks, Pong, Registration, TokenPair, UserProfile
 
 
 class RegisterUser(Contract):
@@ -58,6 +58,17 @@ class UpdateUser(Contract):
     display_name: DisplayName | None = None
 
 
+class ListActivity(Contract):
+    """One page of a user's activity trail, newest first (``activity.list``).
+
+    ``cursor`` is the ``next_cursor`` of the previous page, as given: opaque to callers.
+    """
+
+    user_id: Identifier
+    cursor: str | None = Field(default=None, min_length=1, max_length=200)
+    limit: int = Field(default=20, ge=1, le=100)
+
+
 class CommandRoute(NamedTuple):
     """Where a command goes and what it answers: its stream, its contract, its reply's contract."""
 
@@ -74,6 +85,7 @@ COMMANDS: Final[tuple[CommandRoute, ...]] = (
     CommandRoute(streams.USERS_GET, GetUser, UserProfile),
     CommandRoute(streams.USERS_UPDATE, UpdateUser, UserProfile),
     CommandRoute(streams.USERS_PING, Ping, Pong),
+    CommandRoute(streams.ACTIVITY_LIST, ListActivity, ActivityPage),
 )
 """Every command stream (``<service>.<command>``, consumed by that service) and its contracts.
 

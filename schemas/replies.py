@@ -56,3 +56,38 @@ class Pong(Contract):
     """The answer to a Ping: which service answered."""
 
     service: str
+
+
+class ActivityKind(StrEnum):
+    """What an entry of a user's activity trail records."""
+
+    ACCOUNT_CREATED = "account_created"
+    LOGIN = "login"
+    LOGIN_FAILED = "login_failed"
+    PASSWORD_CHANGED = "password_changed"
+    PROFILE_UPDATED = "profile_updated"
+    SESSION_REVOKED = "session_revoked"
+
+
+class ActivityEntry(Contract):
+    """One thing that happened to a user's account; fields that do not apply are null.
+
+    ``id`` is the id of the event it was recorded from.
+    """
+
+    id: str
+    kind: ActivityKind
+    occurred_at: datetime
+    session_id: str | None = None
+    ip: str | None = None
+    user_agent: str | None = None
+    reason: str | None = None
+    via_reset: bool | None = None
+    changed: tuple[str, ...] | None = None
+
+
+class ActivityPage(Contract):
+    """A page of a user's activity trail, newest first; ``next_cursor`` is null on the last page."""
+
+    items: tuple[ActivityEntry, ...]
+    next_cursor: str | None = None

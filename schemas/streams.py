@@ -17,6 +17,8 @@ USERS_GET: Final = "users.get"
 USERS_UPDATE: Final = "users.update"
 USERS_PING: Final = "users.ping"
 
+ACTIVITY_LIST: Final = "activity.list"
+
 EVENTS_AUTH: Final = "events.auth"
 EVENTS_USERS: Final = "events.users"
 

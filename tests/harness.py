@@ -10,11 +10,17 @@ messages; databases are made once per test session and backend (SQLite, PostgreS
 """
 
 import asyncio
+import json
 import os
+import shutil
+import tempfile
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from email import policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,6 +32,7 @@ from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
+from bus import wire
 from bus.broker import create_redis
 from bus.runtime import ServiceRuntime
 from bus.settings import BusSettings
@@ -35,10 +42,15 @@ from db.provision import fresh_databases
 from gateway.app import create_app as create_gateway
 from gateway.settings import GatewaySettings
 from gateway.state import gateway_of
+from handlers.activity.main import MIGRATIONS as ACTIVITY_MIGRATIONS
+from handlers.activity.main import create_app as create_activity
+from handlers.activity.settings import ActivitySettings
 from handlers.auth.keys import generate_pem
 from handlers.auth.main import MIGRATIONS as AUTH_MIGRATIONS
 from handlers.auth.main import create_app as create_auth
 from handlers.auth.settings import AuthSettings
+from handlers.mailer.main import create_app as create_mailer
+from handlers.mailer.settings import MailerSettings
 from handlers.users.main import MIGRATIONS as USERS_MIGRATIONS
 from handlers.users.main import create_app as create_users
 from handlers.users.settings import UsersSettings
@@ -65,6 +77,7 @@ class Databases:
     backend: str
     users_url: str
     auth_url: str
+    activity_url: str
 
 
 async def redis_available(url: str = REDIS_URL) -> bool:
@@ -83,11 +96,20 @@ async def redis_available(url: str = REDIS_URL) -> bool:
 
 @asynccontextmanager
 async def sqlite_databases(folder: Path) -> AsyncIterator[Databases]:
-    """Fresh, migrated SQLite files for both services."""
-    databases = Databases("sqlite", f"sqlite+aiosqlite:///{folder}/users.db", f"sqlite+aiosqlite:///{folder}/auth.db")
+    """Fresh, migrated SQLite files for every service with a database."""
+    databases = Databases("sqlite", *(f"sqlite+aiosqlite:///{folder}/{name}.db" for name in SERVICE_DATABASES))
+    await _migrate(databases)
+    yield databases
+
+
+SERVICE_DATABASES = ("users", "auth", "activity")
+"""The services with a database, in the order of ``Databases``' URL fields."""
+
+
+async def _migrate(databases: Databases) -> None:
     await upgrade_async(USERS_MIGRATIONS, databases.users_url)
     await upgrade_async(AUTH_MIGRATIONS, databases.auth_url)
-    yield databases
+    await upgrade_async(ACTIVITY_MIGRATIONS, databases.activity_url)
 
 
 async def postgres_available(admin_url: str = POSTGRES_URL) -> str | None:
@@ -104,21 +126,40 @@ async def postgres_available(admin_url: str = POSTGRES_URL) -> str | None:
 
 @asynccontextmanager
 async def postgres_databases(admin_url: str = POSTGRES_URL) -> AsyncIterator[Databases]:
-    """Fresh, migrated PostgreSQL databases for both services; dropped afterwards."""
+    """Fresh, migrated PostgreSQL databases for every service; dropped afterwards."""
     problem = await postgres_available(admin_url)
     if problem is not None:
         unavailable(f"PostgreSQL at {admin_url} ({problem})")
     suffix = uuid.uuid4().hex[:8]
-    async with fresh_databases(admin_url, [f"busway_test_users_{suffix}", f"busway_test_auth_{suffix}"]) as urls:
+    names = [f"busway_test_{service}_{suffix}" for service in SERVICE_DATABASES]
+    async with fresh_databases(admin_url, names) as urls:
         databases = Databases("postgres", *urls)
-        await upgrade_async(USERS_MIGRATIONS, databases.users_url)
-        await upgrade_async(AUTH_MIGRATIONS, databases.auth_url)
+        await _migrate(databases)
         yield databases
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+OPTIONAL_SERVICES = ("activity", "mailer")
+"""Services ``run_system(include=...)`` can add to users, auth and the gateway."""
+
+
+def _create(service: str, settings: Any) -> ServiceRuntime:
+    """A new instance of ``service``, named ``<service>-test``."""
+    factories: dict[str, Callable[..., ServiceRuntime]] = {
+        "users": create_users,
+        "auth": create_auth,
+        "activity": create_activity,
+        "mailer": create_mailer,
+    }
+    return factories[service](settings, instance=f"{service}-test")
 
 
 @dataclass
 class System:
-    """A running busway: gateway, users and auth in this process, on one prefix."""
+    """A running busway: gateway, users, auth (and any services included) in this process, on one prefix."""
 
     prefix: str
     bus: BusSettings
@@ -128,6 +169,7 @@ class System:
     app: Litestar
     services: dict[str, ServiceRuntime]
     settings: dict[str, Any] = field(default_factory=dict)
+    mail_dir: Path | None = None
     _engines: list[Any] = field(default_factory=list)
 
     async def restart(self, service: str) -> ServiceRuntime:
@@ -135,18 +177,18 @@ class System:
         old = self.services[service]
         if old.broker.running:
             await old.stop()
-        runtime = (
-            create_users(self.settings[service], instance="users-test")
-            if service == "users"
-            else create_auth(self.settings[service], instance="auth-test")
-        )
+        runtime = _create(service, self.settings[service])
         await runtime.start()
         self.services[service] = runtime
         return runtime
 
     def sessions(self, service: str) -> SessionFactory:
         """A session factory on ``service``'s database, for assertions and set-up."""
-        urls = {"users": self.databases.users_url, "auth": self.databases.auth_url}
+        urls = {
+            "users": self.databases.users_url,
+            "auth": self.databases.auth_url,
+            "activity": self.databases.activity_url,
+        }
         if service not in urls:
             msg = f"no database for {service!r}; choose from {sorted(urls)}"
             raise ValueError(msg)
@@ -157,6 +199,40 @@ class System:
     def stream(self, base: str) -> str:
         """A stream name with this system's prefix."""
         return self.bus.name(base)
+
+    async def deliver_again(self, base: str, event_id: str) -> str:
+        """Append the entry of event ``event_id`` to stream ``base`` once more; the new entry's id.
+
+        Every group reads it as a second delivery of that event (the same event id), as
+        after a crash between handling and acknowledging it, or a replay.
+        """
+        stream = self.stream(base)
+        entries: list[Any] = await self.redis.xrange(stream) or []
+        for _, fields in entries:
+            data = fields[wire.DATA_FIELD.encode()]
+            if json.loads(data).get("id") == event_id:
+                return _text(await self.redis.xadd(stream, {wire.DATA_FIELD: data}))
+        msg = f"no event {event_id} on {stream}"
+        raise LookupError(msg)
+
+    async def caught_up(self, group: str, base: str) -> bool:
+        """Whether ``group`` has read every entry of stream ``base`` and acknowledged them all."""
+        stream = self.stream(base)
+        last: list[Any] = await self.redis.xrevrange(stream, count=1) or []
+        newest = _text(last[0][0]) if last else "0-0"
+        groups: list[dict[Any, Any]] = await self.redis.xinfo_groups(stream)
+        for info in groups:
+            if _text(info["name"]) == group:
+                return _text(info["last-delivered-id"]) == newest and int(info["pending"]) == 0
+        return False
+
+    def mails(self) -> list[EmailMessage]:
+        """The mails the mailer has written so far, oldest first (with ``include=("mailer",)``)."""
+        if self.mail_dir is None:
+            msg = "the mailer is not running: run_system(..., include=['mailer'])"
+            raise ValueError(msg)
+        parser = BytesParser(policy=policy.default)
+        return [parser.parsebytes(path.read_bytes()) for path in sorted(self.mail_dir.glob("*.eml"))]
 
 
 def settings_for(
@@ -177,11 +253,31 @@ def settings_for(
     return users, auth, GatewaySettings(environment="test", bus=bus, **gateway_options)
 
 
+def optional_settings(service: str, databases: Databases, bus: BusSettings, mail_dir: Path) -> Any:
+    """Settings for one of OPTIONAL_SERVICES in an in-process system."""
+    if service == "activity":
+        return ActivitySettings(
+            environment="test", database_url=databases.activity_url, migrate_on_start=False, bus=bus
+        )
+    if service == "mailer":
+        return MailerSettings(environment="test", outbox_dir=mail_dir, bus=bus)
+    msg = f"unknown service {service!r}; choose from {', '.join(OPTIONAL_SERVICES)}"
+    raise ValueError(msg)
+
+
 @asynccontextmanager
 async def run_system(
-    databases: Databases, *, redis_url: str = REDIS_URL, **gateway_options: Any
+    databases: Databases,
+    *,
+    redis_url: str = REDIS_URL,
+    include: Collection[str] = (),
+    **gateway_options: Any,
 ) -> AsyncIterator[System]:
-    """Start auth, users and the gateway in this process; stop them all afterwards."""
+    """Start auth, users, the services in ``include`` and the gateway in this process; stop them all afterwards.
+
+    ``include``: any of ``"activity"`` and ``"mailer"`` (the mailer writes to a temporary
+    folder, ``System.mail_dir``). Keyword arguments left go to ``GatewaySettings``.
+    """
     prefix = f"test-{uuid.uuid4().hex[:10]}:"
     bus = BusSettings(
         redis_url=redis_url,
@@ -192,10 +288,11 @@ async def run_system(
         max_deliveries=3,
     )
     users_settings, auth_settings, gateway_settings = settings_for(databases, bus, **gateway_options)
-    services = {
-        "auth": create_auth(auth_settings, instance="auth-test"),
-        "users": create_users(users_settings, instance="users-test"),
-    }
+    settings: dict[str, Any] = {"auth": auth_settings, "users": users_settings}
+    mail_dir = Path(tempfile.mkdtemp(prefix="busway-mail-")) if "mailer" in include else None
+    for service in include:
+        settings[service] = optional_settings(service, databases, bus, mail_dir or Path())
+    services = {service: _create(service, service_settings) for service, service_settings in settings.items()}
     app = create_gateway(gateway_settings, instance=f"gateway-{prefix}")
     redis = create_redis(bus)
     # The gateway's lifespan hooks, called directly: Litestar's lifespan runs an anyio task
@@ -208,9 +305,7 @@ async def run_system(
         await gateway.start()
         transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            system = System(
-                prefix, bus, databases, http, redis, app, services, {"users": users_settings, "auth": auth_settings}
-            )
+            system = System(prefix, bus, databases, http, redis, app, services, settings, mail_dir)
             yield system
     finally:
         await gateway.stop()
@@ -222,6 +317,8 @@ async def run_system(
                 await engine.dispose()
         await _delete_prefix(redis, prefix)
         await redis.aclose()
+        if mail_dir is not None:
+            shutil.rmtree(mail_dir, ignore_errors=True)
 
 
 async def _delete_prefix(redis: Redis, prefix: str) -> None:

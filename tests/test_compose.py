@@ -13,7 +13,7 @@ import yaml  # type: ignore[import-untyped]
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "compose.yml"
 INIT_SQL = ROOT / "deploy" / "postgres" / "init.sql"
-BUSWAY_SERVICES = ("gateway", "users", "auth")
+BUSWAY_SERVICES = ("gateway", "users", "auth", "activity", "mailer")
 
 
 def _check_jsonschema() -> str:
@@ -40,13 +40,13 @@ def test_compose_file_validates_against_the_compose_spec_schema() -> None:
     assert result.returncode == 0, f"compose.yml is not valid Compose:\n{result.stdout}\n{result.stderr}"
 
 
-def test_compose_defines_the_bus_database_gateway_and_both_handler_services() -> None:
-    assert {"redis", "postgres", "gateway", "users", "auth"} <= _services().keys()
+def test_compose_defines_the_bus_database_gateway_and_every_handler_service() -> None:
+    assert {"redis", "postgres", "gateway", "users", "auth", "activity", "mailer"} <= _services().keys()
 
 
 def test_handler_services_run_several_replicas() -> None:
     services = _services()
-    for name in ("users", "auth"):
+    for name in ("users", "auth", "activity"):
         assert services[name]["deploy"]["replicas"] >= 2, f"{name} should run several replicas"
 
 
@@ -61,6 +61,16 @@ def test_busway_services_have_healthchecks_and_wait_for_a_healthy_redis() -> Non
 
 def test_each_database_accepts_connections_from_its_own_role_only() -> None:
     sql = " ".join(INIT_SQL.read_text().split()).lower()
-    for database in ("users", "auth"):
+    for database in ("users", "auth", "activity"):
         assert re.search(rf"revoke connect on database {database} from public ?;", sql), database
         assert re.search(rf"grant connect on database {database} to {database} ?;", sql), database
+
+
+def test_every_database_is_migrated_and_the_gateway_waits_for_the_services_it_calls() -> None:
+    services = _services()
+    migrate = services["migrate"]["environment"]
+    for name in ("USERS", "AUTH", "ACTIVITY"):
+        assert f"{name}_DATABASE_URL" in migrate, name
+    assert services["activity"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["gateway"]["depends_on"]["activity"]["condition"] == "service_healthy"
+    assert "activity" in services["gateway"]["environment"]["GATEWAY_READY_SERVICES"]

@@ -22,6 +22,7 @@ from schemas.envelope import Trace
 from schemas.errors import ErrorCode, ReplyError
 from schemas.events import (
     Event,
+    LoginFailed,
     RegistrationCompleted,
     RegistrationFailed,
     RegistrationStarted,
@@ -214,6 +215,8 @@ class AuthService:
             cmd.password, credential.password_hash if active and credential else None
         )
         if not valid or credential is None:
+            if active and credential is not None:
+                await self._login_failed(credential.user_id, cmd, trace)
             raise InvalidCredentials("Invalid email or password.")
         session_id = uuid.uuid4().hex
         refresh_token = secrets.token_urlsafe(32)
@@ -241,6 +244,13 @@ class AuthService:
             self._tokens.ttl,
         )
         return TokenPair(access_token=access_token, refresh_token=refresh_token, expires_in=ttl)
+
+    async def _login_failed(self, user_id: str, cmd: LogIn, trace: Trace) -> None:
+        """Record a wrong password for an existing account: LoginFailed, for the owner's trail."""
+        async with self._sessions() as session, session.begin():
+            failed = LoginFailed(user_id=user_id, reason="invalid_password", user_agent=cmd.user_agent, ip=cmd.ip)
+            self._emit(session, failed, trace, user_id)
+        self._events_committed()
 
     def jwks(self) -> Jwks:
         """The public keys tokens are verified with."""

@@ -1,9 +1,12 @@
 """The busway command line: clear answers for bad arguments and a missing Redis."""
 
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
-from bus.cli import app
+from bus.cli import MODULES, app
 
 runner = CliRunner()
 
@@ -28,3 +31,28 @@ def test_up_says_how_to_get_redis_when_there_is_none(monkeypatch: pytest.MonkeyP
     assert result.exit_code == 1
     assert "docker compose up -d redis" in result.output
     assert "REDIS_URL=redis://127.0.0.1:1" in result.output
+
+
+def test_migrate_refuses_the_mailer_which_keeps_no_database() -> None:
+    result = runner.invoke(app, ["migrate", "mailer"])
+    assert result.exit_code == 2
+    assert "has no database" in result.output
+    assert "activity" in result.output
+
+
+@pytest.mark.parametrize(
+    ("service", "variable", "value"),
+    [("activity", "ACTIVITY_DATABASE_URL", "garbage"), ("mailer", "MAILER_RESET_URL", "https://example.com/no-token")],
+)
+def test_the_subscriber_services_run_and_name_a_bad_setting(service: str, variable: str, value: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", MODULES[service], "serve"],
+        env={variable: value, "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert f"{variable}:" in result.stderr
+    assert "Traceback" not in result.stderr

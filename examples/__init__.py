@@ -1,0 +1,1 @@
+"""Small programs built on busway, each tested in tests/examples/."""
