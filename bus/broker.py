@@ -24,16 +24,23 @@ def instance_id(service: str) -> str:
     return f"{service}-{socket.gethostname()}-{os.getpid()}"
 
 
-def create_broker(settings: BusSettings, service: str, roles: StreamRoles | None = None) -> RedisBroker:
+def create_broker(
+    settings: BusSettings,
+    service: str,
+    roles: StreamRoles | None = None,
+    *,
+    outage: Callable[[BaseException], bool] | None = None,
+) -> RedisBroker:
     """A FastStream broker speaking busway's wire format, with busway's middleware.
 
     ``roles`` (a service's Consumer) says which streams carry commands (the middleware
-    replies and acks them) and which carry secrets (deleted once handled).
+    replies and acks them) and which carry secrets (deleted once handled). ``outage``
+    recognises failures of the service's own store (see ``middleware_for``).
     """
     return RedisBroker(
         settings.redis_url,
         message_format=JsonEnvelopeFormat,
-        middlewares=[middleware_for(service, roles)],
+        middlewares=[middleware_for(service, roles, outage)],
         logger=stdlib_logger(service),
         graceful_timeout=10.0,
     )

@@ -38,6 +38,9 @@ CLAIMED = "x-busway-claimed"
 FAILURES_SUFFIX = ":failures"
 """Hash beside a stream: entry id -> the latest error of that entry's handler."""
 
+OUTAGE_MARK = b"[outage] "
+"""Prefix of a recorded failure caused by an unavailable store: such an event is never dead-lettered."""
+
 
 class StreamRoles(Protocol):
     """What a service's streams are: commands, events, secrets; and where dead letters go."""
@@ -106,6 +109,11 @@ class BusMiddleware(BaseMiddleware):
     roles: ClassVar[StreamRoles | None] = None
     consumed_id: str | None = None
 
+    @staticmethod
+    def outage(exc: BaseException) -> bool:
+        """Whether ``exc`` means a store is unreachable (set per service by ``middleware_for``)."""
+        return isinstance(exc, OSError)
+
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
         """Run the handler with the message's correlation bound; map failures to replies."""
         headers = msg.headers
@@ -172,7 +180,16 @@ class BusMiddleware(BaseMiddleware):
                 # Without the input values: a payload may hold secrets, and this is logged.
                 raise InvalidMessage(reply.model_dump_json(include={"details"})) from None
             return error_response(reply), "invalid"
-        except Exception:
+        except Exception as exc:
+            if self.outage(exc):
+                # Its store is down, not the handler broken: no stack trace, and a retry may work.
+                logger.warning("a store the handler needs is unavailable: {!r}", exc)
+                if not is_command:
+                    raise
+                unavailable = ErrorReply(
+                    code=ErrorCode.UNAVAILABLE, message="The service cannot reach its store; try again shortly."
+                )
+                return error_response(unavailable), "unavailable"
             logger.exception("handler failed")
             if not is_command:
                 raise
@@ -193,6 +210,8 @@ class BusMiddleware(BaseMiddleware):
         stream, entry_id = raw["channel"], raw["message_ids"][0]
         errors = f"{stream}{FAILURES_SUFFIX}"
         last_error = await client.hget(errors, entry_id)
+        if last_error and last_error.startswith(OUTAGE_MARK):
+            return False  # it failed for want of a store, not for what it says: keep trying
         fields = {
             wire.DATA_FIELD: raw["data"].get(wire.DATA_FIELD.encode(), b""),
             "source_stream": stream,
@@ -220,6 +239,8 @@ class BusMiddleware(BaseMiddleware):
         if client is None or not raw.get("message_ids"):
             return
         text = f"{type(exc).__name__}: {exc}"[:1000]
+        if self.outage(exc):
+            text = OUTAGE_MARK.decode() + text
         try:
             await client.hset(f"{raw['channel']}{FAILURES_SUFFIX}", raw["message_ids"][0], text)
         except Exception as redis_error:  # the failure itself is what matters; log and go on
@@ -278,6 +299,16 @@ class BusMiddleware(BaseMiddleware):
         return await call_next(cmd)
 
 
-def middleware_for(service: str, roles: StreamRoles | None = None) -> type[BusMiddleware]:
-    """The middleware class of one service: stamps ``producer``, replies to and acks its commands."""
-    return type(f"{service.title()}BusMiddleware", (BusMiddleware,), {"service": service, "roles": roles})
+def middleware_for(
+    service: str, roles: StreamRoles | None = None, outage: Callable[[BaseException], bool] | None = None
+) -> type[BusMiddleware]:
+    """The middleware class of one service: stamps ``producer``, replies to and acks its commands.
+
+    ``outage`` tells a failure of a store the handler depends on (its database down) from a
+    broken handler: a command gets UNAVAILABLE instead of INTERNAL, and an event is retried
+    without ever being dead-lettered for it.
+    """
+    attributes: dict[str, Any] = {"service": service, "roles": roles}
+    if outage is not None:
+        attributes["outage"] = staticmethod(outage)
+    return type(f"{service.title()}BusMiddleware", (BusMiddleware,), attributes)

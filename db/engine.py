@@ -3,10 +3,12 @@
 from pathlib import Path
 from typing import Annotated, Any
 
+import asyncpg
 from pydantic import AfterValidator
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError
+from sqlalchemy.exc import ArgumentError, DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -73,3 +75,28 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 def session_factory(engine: AsyncEngine) -> SessionFactory:
     """Sessions bound to ``engine`` that keep loaded values after commit."""
     return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+_OUTAGE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # refused, reset, unreachable: asyncpg connects and reads with plain sockets
+    TimeoutError,
+    PoolTimeout,
+    asyncpg.PostgresConnectionError,  # class 08: connection failures
+    asyncpg.exceptions.OperatorInterventionError,  # class 57: "starting up", "shutting down", terminated
+    asyncpg.InterfaceError,  # "connection is closed"
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether ``exc`` means the database is unreachable (a retry may work), not a bug or bad data."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, _OUTAGE_ERRORS):
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) else (current.__cause__ or current.__context__)
+    return False

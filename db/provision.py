@@ -26,6 +26,8 @@ async def fresh_databases(admin_url: str, names: Sequence[str]) -> AsyncIterator
             await admin.execute(f'CREATE DATABASE "{name}"')
         yield [base.set(database=name).render_as_string(hide_password=False) for name in names]
     finally:
+        if admin.is_closed():  # the server restarted meanwhile (fault tests do that)
+            admin = await asyncpg.connect(_dsn(admin_url), timeout=5)
         for name in names:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()

@@ -19,7 +19,7 @@ def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthS
     @consumer.command(broker, streams.AUTH_REGISTER, secret=True)
     async def register(cmd: RegisterUser, message: RedisStreamMessage) -> Registration:
         notify = Notify(message.reply_to, outcome_key(message.message_id)) if message.reply_to else None
-        return await service.register(cmd, trace_of(message), notify)
+        return await service.register(cmd, trace_of(message), notify, command_id=message.message_id)
 
     @consumer.command(broker, streams.AUTH_GET_REGISTRATION)
     async def get_registration(cmd: GetRegistration) -> Registration:

@@ -40,6 +40,11 @@ class EmailTaken(ReplyError):
     code = ErrorCode.EMAIL_TAKEN
 
 
+def _registration_id_of(command_id: str) -> str:
+    """A registration id derived from the command that began it (any id format in, hex out)."""
+    return hashlib.sha256(f"registration:{command_id}".encode()).hexdigest()[:32]
+
+
 class InvalidCredentials(ReplyError):
     """Unknown email or wrong password: deliberately one message for both."""
 
@@ -119,14 +124,22 @@ class AuthService:
     def _emit(self, session: AsyncSession, event: Event, trace: Trace, subject: str) -> None:
         add_event(session, Outbox, EVENTS_AUTH, event, trace=trace, producer=SERVICE, subject=subject)
 
-    async def register(self, cmd: RegisterUser, trace: Trace, notify: Notify | None = None) -> Registration:
-        """Hold pending credentials and start the saga; EmailTaken if the email is in use."""
+    async def register(
+        self, cmd: RegisterUser, trace: Trace, notify: Notify | None = None, *, command_id: str | None = None
+    ) -> Registration:
+        """Hold pending credentials and start the saga; EmailTaken if the email is in use.
+
+        ``command_id`` (the command's message id) makes a redelivered command return the
+        first outcome instead of a conflict with itself: the registration id is derived
+        from it, so the second delivery finds the registration the first one began.
+        """
+        registration_id = _registration_id_of(command_id) if command_id else uuid.uuid4().hex
         async with self._sessions() as session:
             if (await session.exec(select(Credential.user_id).where(Credential.email == cmd.email))).first():
-                raise EmailTaken("An account with this email already exists.")
+                return await self._own_registration(session, registration_id, cmd.email)
         password_hash = await self._hasher.hash(cmd.password)
         row = RegistrationRow(
-            id=uuid.uuid4().hex,
+            id=registration_id,
             user_id=uuid.uuid4().hex,
             email=cmd.email,
             display_name=cmd.display_name,
@@ -142,8 +155,16 @@ class AuthService:
                 )
                 self._emit(session, started, trace, row.user_id)
         except IntegrityError:
-            raise EmailTaken("An account with this email already exists.") from None
+            async with self._sessions() as session:
+                return await self._own_registration(session, registration_id, cmd.email)
         self._events_committed()
+        return registration_of(row)
+
+    async def _own_registration(self, session: AsyncSession, registration_id: str, email: str) -> Registration:
+        """``email`` is taken: by this very command's registration (its first outcome), or EmailTaken."""
+        row = await session.get(RegistrationRow, registration_id)
+        if row is None or row.email != email:
+            raise EmailTaken("An account with this email already exists.")
         return registration_of(row)
 
     async def registration(self, registration_id: str) -> Registration:

@@ -5,7 +5,7 @@ from pathlib import Path
 from bus.broker import Consumer, create_broker, create_redis, instance_id
 from bus.outbox import OutboxRelay
 from bus.runtime import ServiceRuntime
-from db.engine import create_engine, session_factory
+from db.engine import create_engine, is_outage, session_factory
 from db.migrations import migrate_at_start
 from db.outbox import SqlOutboxStore
 from handlers.users import SERVICE
@@ -31,7 +31,7 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
     relay = OutboxRelay(SqlOutboxStore(sessions, Outbox), redis, settings.bus)
     service = UsersService(sessions, session_factory(read_engine), events_committed=relay.wake)
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
-    broker = create_broker(settings.bus, SERVICE, consumer)
+    broker = create_broker(settings.bus, SERVICE, consumer, outage=is_outage)
     register_subscribers(broker, consumer, service)
 
     async def dispose() -> None:
