@@ -3,6 +3,7 @@ stream, every command a route, and the running services subscribe and publish as
 
 import inspect
 import typing
+from collections.abc import AsyncIterator
 from typing import Any, cast
 
 import pytest
@@ -18,7 +19,7 @@ from schemas.catalog import CatalogError, event_stream, producer_of
 from schemas.commands import COMMANDS
 from schemas.events import EVENT_STREAMS, EVENT_TYPES, Event
 from tests.e2e.conftest import register_and_login
-from tests.harness import System
+from tests.harness import Databases, System, run_system
 
 
 def test_every_event_class_is_registered_with_a_stream() -> None:
@@ -77,8 +78,16 @@ def _handled_commands(system: System) -> dict[str, tuple[Any, Any]]:
     return found
 
 
+@pytest.fixture
+async def every_service(redis_url: str, databases: Databases) -> AsyncIterator[System]:
+    """The system with every service that handles commands or events."""
+    async with run_system(databases, redis_url=redis_url, include=("activity", "mailer")) as running:
+        yield running
+
+
 @pytest.mark.integration
-async def test_the_running_services_handle_and_publish_what_is_declared(system: System) -> None:
+async def test_the_running_services_handle_and_publish_what_is_declared(every_service: System) -> None:
+    system = every_service
     handled = _handled_commands(system)
     declared = {route.stream: (route.command, route.reply) for route in COMMANDS}
     wrong = {
