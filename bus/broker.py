@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from bus.logs import stdlib_logger
+from bus.metrics import HandlerMetrics
 from bus.middleware import CLAIMED, StreamRoles, middleware_for
 from bus.settings import BusSettings
 from bus.wire import JsonEnvelopeFormat
@@ -24,16 +25,19 @@ def instance_id(service: str) -> str:
     return f"{service}-{socket.gethostname()}-{os.getpid()}"
 
 
-def create_broker(settings: BusSettings, service: str, roles: StreamRoles | None = None) -> RedisBroker:
+def create_broker(
+    settings: BusSettings, service: str, roles: StreamRoles | None = None, *, metrics: HandlerMetrics | None = None
+) -> RedisBroker:
     """A FastStream broker speaking busway's wire format, with busway's middleware.
 
     ``roles`` (a service's Consumer) says which streams carry commands (the middleware
-    replies and acks them) and which carry secrets (deleted once handled).
+    replies and acks them) and which carry secrets (deleted once handled); ``metrics``
+    counts every message handled.
     """
     return RedisBroker(
         settings.redis_url,
         message_format=JsonEnvelopeFormat,
-        middlewares=[middleware_for(service, roles)],
+        middlewares=[middleware_for(service, roles, metrics)],
         logger=stdlib_logger(service),
         graceful_timeout=10.0,
     )

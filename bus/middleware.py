@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from bus import wire
 from bus.correlation import correlated, current_correlation_id, new_id
+from bus.metrics import HandlerMetrics
 from schemas.envelope import (
     CAUSATION_ID,
     CORRELATION_ID,
@@ -104,6 +105,7 @@ class BusMiddleware(BaseMiddleware):
 
     service: ClassVar[str] = "unknown"
     roles: ClassVar[StreamRoles | None] = None
+    metrics: ClassVar[HandlerMetrics | None] = None
     consumed_id: str | None = None
 
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
@@ -140,6 +142,9 @@ class BusMiddleware(BaseMiddleware):
                         outcome=outcome,
                         duration_ms=round((time.perf_counter() - started) * 1000, 2),
                     )
+                    if self.metrics is not None:
+                        elapsed = time.perf_counter() - started
+                        self.metrics.handled(stream, outcome, elapsed, redelivered=CLAIMED in headers)
             if is_command:
                 await self._finish_command(msg, raw, result)
                 return None
@@ -278,6 +283,12 @@ class BusMiddleware(BaseMiddleware):
         return await call_next(cmd)
 
 
-def middleware_for(service: str, roles: StreamRoles | None = None) -> type[BusMiddleware]:
-    """The middleware class of one service: stamps ``producer``, replies to and acks its commands."""
-    return type(f"{service.title()}BusMiddleware", (BusMiddleware,), {"service": service, "roles": roles})
+def middleware_for(
+    service: str, roles: StreamRoles | None = None, metrics: HandlerMetrics | None = None
+) -> type[BusMiddleware]:
+    """The middleware class of one service: stamps ``producer``, replies to and acks its commands.
+
+    With ``metrics``, it counts every message it handles.
+    """
+    attributes = {"service": service, "roles": roles, "metrics": metrics}
+    return type(f"{service.title()}BusMiddleware", (BusMiddleware,), attributes)

@@ -1,9 +1,11 @@
 """The busway command line: clear answers for bad arguments and a missing Redis."""
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
-from bus.cli import app
+from bus.cli import METRICS_PORTS, app, metrics_port_defaults
 
 runner = CliRunner()
 
@@ -28,3 +30,16 @@ def test_up_says_how_to_get_redis_when_there_is_none(monkeypatch: pytest.MonkeyP
     assert result.exit_code == 1
     assert "docker compose up -d redis" in result.output
     assert "REDIS_URL=redis://127.0.0.1:1" in result.output
+
+
+def test_up_gives_each_handler_a_metrics_port_unless_one_is_configured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in METRICS_PORTS:
+        monkeypatch.delenv(name, raising=False)
+    env_file = tmp_path / ".env"
+    assert metrics_port_defaults(env_file) == {"USERS_METRICS_PORT": "9101", "AUTH_METRICS_PORT": "9102"}
+    assert len(set(METRICS_PORTS.values())) == len(METRICS_PORTS)
+    env_file.write_text("AUTH_METRICS_PORT=9300\n")
+    monkeypatch.setenv("USERS_METRICS_PORT", "9200")
+    assert metrics_port_defaults(env_file) == {}
