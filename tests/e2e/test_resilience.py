@@ -83,6 +83,8 @@ async def test_a_full_bulkhead_refuses_that_service_while_the_other_answers(
     async with run_system(
         databases, redis_url=redis_url, max_in_flight=1, retries=0, service_timeouts={"users": 3.0}
     ) as system:
+        # The gateway's own key fetch at start must not hold auth's only slot.
+        assert (await system.http.get("/.well-known/jwks.json")).status_code == 200
         await system.stop("users")
         stuck = asyncio.create_task(system.http.get("/v1/ping"))
 
@@ -109,7 +111,7 @@ async def test_only_idempotent_queries_are_retried(redis_url: str, databases: Da
     async with run_system(
         databases,
         redis_url=redis_url,
-        service_timeouts={"users": 1.0},
+        service_timeouts={"users": 1.5},
         attempt_timeout=0.15,
         retries=2,
         retry_backoff_base=0.01,
@@ -132,7 +134,9 @@ async def test_only_idempotent_queries_are_retried(redis_url: str, databases: Da
 
 
 async def test_a_retry_reaches_the_service_once_it_is_back(redis_url: str, databases: Databases) -> None:
-    async with run_system(databases, redis_url=redis_url, attempt_timeout=0.3, retries=2) as system:
+    async with run_system(
+        databases, redis_url=redis_url, service_timeouts={"users": 10.0}, attempt_timeout=0.3, retries=2
+    ) as system:
         account = await register_and_login(system)
         await system.stop("users")
         before = await entries(system, "users.get")
