@@ -1,5 +1,6 @@
 """/metrics on the gateway and on each handler: Prometheus text whose numbers follow the traffic."""
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -110,3 +111,16 @@ async def test_the_request_log_line_has_structured_fields(system: System, log_re
     assert line["extra"]["status"] == 200
     assert line["extra"]["duration_ms"] >= 0
     assert line["extra"]["service"] == "gateway"
+
+
+async def test_a_handler_metrics_endpoint_drops_what_is_not_http(system: System) -> None:
+    exporter = system.services["users"].metrics
+    assert exporter is not None
+    assert exporter.port is not None
+    reader, writer = await asyncio.open_connection("127.0.0.1", exporter.port)
+    writer.write(b"hello there\r\n\r\n")
+    await writer.drain()
+    assert await reader.read() == b""  # closed without an answer
+    writer.close()
+    await writer.wait_closed()
+    assert (await system.metrics("users")).value("busway_outbox_backlog") >= 0  # still serving
