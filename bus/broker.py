@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from bus.logs import stdlib_logger
+from bus.metrics import HandlerMetrics
 from bus.middleware import CLAIMED, StreamRoles, middleware_for
 from bus.settings import BusSettings
 from bus.wire import JsonEnvelopeFormat
@@ -30,17 +31,19 @@ def create_broker(
     roles: StreamRoles | None = None,
     *,
     outage: Callable[[BaseException], bool] | None = None,
+    metrics: HandlerMetrics | None = None,
 ) -> RedisBroker:
     """A FastStream broker speaking busway's wire format, with busway's middleware.
 
     ``roles`` (a service's Consumer) says which streams carry commands (the middleware
     replies and acks them) and which carry secrets (deleted once handled). ``outage``
-    recognises failures of the service's own store (see ``middleware_for``).
+    recognises failures of the service's own store (see ``middleware_for``); ``metrics``
+    counts every message handled.
     """
     return RedisBroker(
         settings.redis_url,
         message_format=JsonEnvelopeFormat,
-        middlewares=[middleware_for(service, roles, outage)],
+        middlewares=[middleware_for(service, roles, outage=outage, metrics=metrics)],
         logger=stdlib_logger(service),
         graceful_timeout=10.0,
     )

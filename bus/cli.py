@@ -13,6 +13,7 @@ from urllib.parse import urlparse
 
 import redis
 import typer
+from dotenv import dotenv_values
 
 from bus.settings import BusSettings
 
@@ -34,6 +35,9 @@ COLOURS = {
     "gateway": "\033[32m",
 }
 RESET = "\033[0m"
+
+METRICS_PORTS = {"USERS_METRICS_PORT": "9101", "AUTH_METRICS_PORT": "9102"}
+"""Where ``busway up``'s handlers serve /metrics unless the environment or .env says otherwise."""
 
 app = typer.Typer(help="busway: a bus-first service system.", no_args_is_help=True, add_completion=False)
 
@@ -68,6 +72,12 @@ def migrate(
         result = subprocess.run([sys.executable, "-m", MODULES[name], "migrate"], env=_child_env(), check=False)
         if result.returncode:
             raise typer.Exit(result.returncode)
+
+
+def metrics_port_defaults(env_file: Path = Path(".env")) -> dict[str, str]:
+    """The METRICS_PORTS that neither the environment nor ``env_file`` sets."""
+    configured = {**dotenv_values(env_file), **os.environ} if env_file.is_file() else dict(os.environ)
+    return {name: port for name, port in METRICS_PORTS.items() if name not in configured}
 
 
 def _redis_answers(url: str) -> bool:
@@ -184,6 +194,8 @@ def up(
         commands["redis"] = dev_redis
     for name in ("users", "auth", "activity", "mailer", "gateway"):
         commands[name] = [sys.executable, "-m", MODULES[name], "serve"]
+    # The handlers' /metrics, each on its own port (the children inherit the environment).
+    os.environ.update(metrics_port_defaults())
     raise typer.Exit(asyncio.run(_supervise(commands, grace)))
 
 

@@ -1,17 +1,20 @@
 """Structured logs with loguru: one sink, stdlib logging routed through it.
 
-Text lines for development, flat JSON lines (one object per line) for production. The
-``correlation_id`` bound with ``logger.contextualize`` appears on every line.
+Text lines for development, flat JSON lines (one object per line) for production. Every
+line carries ``service`` and ``instance``; the ``correlation_id`` bound with
+``logger.contextualize`` appears on every line of the work it belongs to.
 """
 
 import logging
 import sys
+import traceback
 from typing import Any
 
 import msgspec
 from loguru import logger
 
-_encoder = msgspec.json.Encoder()
+# str() for anything a caller bound that JSON cannot hold: a log line is never lost to it.
+_encoder = msgspec.json.Encoder(enc_hook=str)
 _TEXT = (
     "<green>{time:HH:mm:ss.SSS}</green> <level>{level: <7}</level> "
     "<cyan>{extra[service]}</cyan> [{extra[correlation_id]}] {message}{extra[fields]}"
@@ -41,22 +44,29 @@ def _json_sink(message: Any) -> None:
     if record["exception"] is not None:
         exc = record["exception"]
         line["exception"] = f"{getattr(exc.type, '__name__', exc.type)}: {exc.value}"
+        # The whole trace in one field: a JSON line stays one line, and nothing is lost.
+        line["traceback"] = "".join(traceback.format_exception(exc.type, exc.value, exc.traceback)).rstrip()
     sys.stdout.write(_encoder.encode(line).decode() + "\n")
     sys.stdout.flush()
 
 
 def _text_fields(record: Any) -> str:
     extra = {
-        k: v for k, v in record["extra"].items() if k not in {"service", "correlation_id", "fields"} and v is not None
+        k: v
+        for k, v in record["extra"].items()
+        if k not in {"service", "instance", "correlation_id", "fields"} and v is not None
     }
     record["extra"]["fields"] = "".join(f" {k}={v}" for k, v in extra.items())
     return _TEXT + "\n{exception}"
 
 
-def configure_logging(service: str, fmt: str = "text", level: str = "INFO") -> None:
-    """Make loguru the only sink for this process, tagged with ``service``."""
+def configure_logging(service: str, fmt: str = "text", level: str = "INFO", instance: str | None = None) -> None:
+    """Make loguru the only sink for this process, tagged with ``service`` and ``instance``."""
     logger.remove()
-    logger.configure(extra={"service": service, "correlation_id": "-", "fields": ""})
+    extra = {"service": service, "correlation_id": "-", "fields": ""}
+    if instance is not None:
+        extra["instance"] = instance
+    logger.configure(extra=extra)
     if fmt == "json":
         logger.add(_json_sink, level=level, backtrace=False, diagnose=False)
     else:

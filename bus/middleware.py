@@ -18,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from bus import wire
 from bus.correlation import correlated, current_correlation_id, new_id
+from bus.metrics import HandlerMetrics
 from schemas.envelope import (
     CAUSATION_ID,
     CORRELATION_ID,
@@ -107,6 +108,7 @@ class BusMiddleware(BaseMiddleware):
 
     service: ClassVar[str] = "unknown"
     roles: ClassVar[StreamRoles | None] = None
+    metrics: ClassVar[HandlerMetrics | None] = None
     consumed_id: str | None = None
 
     @staticmethod
@@ -148,6 +150,9 @@ class BusMiddleware(BaseMiddleware):
                         outcome=outcome,
                         duration_ms=round((time.perf_counter() - started) * 1000, 2),
                     )
+                    if self.metrics is not None:
+                        elapsed = time.perf_counter() - started
+                        self.metrics.handled(stream, outcome, elapsed, redelivered=CLAIMED in headers)
             if is_command:
                 await self._finish_command(msg, raw, result)
                 return None
@@ -300,15 +305,19 @@ class BusMiddleware(BaseMiddleware):
 
 
 def middleware_for(
-    service: str, roles: StreamRoles | None = None, outage: Callable[[BaseException], bool] | None = None
+    service: str,
+    roles: StreamRoles | None = None,
+    *,
+    outage: Callable[[BaseException], bool] | None = None,
+    metrics: HandlerMetrics | None = None,
 ) -> type[BusMiddleware]:
     """The middleware class of one service: stamps ``producer``, replies to and acks its commands.
 
     ``outage`` tells a failure of a store the handler depends on (its database down) from a
     broken handler: a command gets UNAVAILABLE instead of INTERNAL, and an event is retried
-    without ever being dead-lettered for it.
+    without ever being dead-lettered for it. With ``metrics``, it counts every message it handles.
     """
-    attributes: dict[str, Any] = {"service": service, "roles": roles}
+    attributes: dict[str, Any] = {"service": service, "roles": roles, "metrics": metrics}
     if outage is not None:
         attributes["outage"] = staticmethod(outage)
     return type(f"{service.title()}BusMiddleware", (BusMiddleware,), attributes)

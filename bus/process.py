@@ -11,6 +11,7 @@ from typing import TypeVar
 
 from pydantic import ValidationError
 
+from bus.broker import instance_id
 from bus.logs import configure_logging
 from bus.settings import BusSettings
 
@@ -54,7 +55,7 @@ def run_process(
         print(settings_error(exc, env_prefix), file=sys.stderr)
         return 2
     bus = bus_of(settings)
-    configure_logging(service, bus.log_format, bus.log_level)
+    configure_logging(service, bus.log_format, bus.log_level, instance_id(service))
     commands[name](settings)
     return 0
 

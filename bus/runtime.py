@@ -12,6 +12,7 @@ from redis.asyncio import Redis
 
 from bus.broker import Consumer
 from bus.heartbeat import Heartbeat
+from bus.metrics import MetricsServer
 
 
 class Component(Protocol):
@@ -39,12 +40,15 @@ class ServiceRuntime:
         components: Sequence[Component] = (),
         before_start: Sequence[Callable[[], Awaitable[None]]] = (),
         after_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+        metrics: MetricsServer | None = None,
     ) -> None:
         self.service = service
         self.broker = broker
         self.redis = redis
         self.consumer = consumer
-        self._components = list(components)
+        self.metrics = metrics
+        # The metrics endpoint first up and last down: it shows the start and the stop too.
+        self._components = [*([metrics] if metrics is not None else []), *components]
         self._heartbeat = Heartbeat(redis, consumer.settings, service, consumer.instance)
         self._before_start = before_start
         self._after_stop = after_stop

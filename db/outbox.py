@@ -141,3 +141,10 @@ class SqlOutboxStore:
                 await session.exec(
                     update(model).where(col(model.seq).in_([row.seq for row in rows])).values(published_at=_now())
                 )
+
+    async def backlog(self) -> int:
+        """How many committed events wait to be published (a metric)."""
+        model = self._model
+        async with self._sessions() as session:
+            found = await session.exec(select(func.count()).select_from(model).where(col(model.published_at).is_(None)))
+            return int(found.one())

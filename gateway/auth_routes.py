@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody
 from bus.correlation import new_id
 from bus.rpc import BusClient, outcome_key
 from gateway.bodies import LoginBody, RegistrationPending
+from gateway.resilience import ResilientBusClient
 from gateway.settings import GatewaySettings
 from gateway.state import gateway_of
 from schemas import streams
@@ -49,16 +50,23 @@ def registration_response(registration: Registration) -> Response[UserProfile | 
     },
 )
 async def register(
-    data: JSONBody[RegisterUser], bus: NamedDependency[BusClient], settings: NamedDependency[GatewaySettings]
+    data: JSONBody[RegisterUser],
+    bus: NamedDependency[ResilientBusClient],
+    settings: NamedDependency[GatewaySettings],
 ) -> Response[UserProfile | RegistrationPending]:
     """Run the registration saga and wait a bounded time for its outcome."""
     message_id = new_id()
     reply = bus.expect(message_id)
     outcome = bus.expect(outcome_key(message_id))
-    try:
-        timeout = settings.bus.request_timeout
+
+    async def first_reply(timeout: float) -> Registration:
         await bus.send(streams.AUTH_REGISTER, data, message_id=message_id, timeout=timeout)
-        registration = await bus.wait(reply, Registration, timeout=timeout, what=streams.AUTH_REGISTER)
+        return await bus.wait(reply, Registration, timeout=timeout, what=streams.AUTH_REGISTER)
+
+    try:
+        # Under auth's breaker and bulkhead; sent once (not idempotent).
+        downstream = bus.downstreams.of(streams.AUTH_REGISTER)
+        registration = await downstream.call(streams.AUTH_REGISTER, first_reply, idempotent=False)
         try:
             registration = await bus.wait(
                 outcome, Registration, timeout=settings.registration_wait, what="the registration"

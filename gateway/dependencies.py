@@ -4,14 +4,14 @@ from litestar import Request
 from litestar.datastructures import State
 from litestar.di import Provide
 
-from bus.rpc import BusClient
+from gateway.resilience import ResilientBusClient
 from gateway.settings import GatewaySettings
 from gateway.state import gateway_of
 from gateway.tokens import Claims, bearer_token
 
 
-def provide_bus(state: State) -> BusClient:
-    """The process's request-reply client."""
+def provide_bus(state: State) -> ResilientBusClient:
+    """The process's request-reply client (every request under its service's resilience policy)."""
     return gateway_of(state).bus
 
 

@@ -1,4 +1,4 @@
-"""/health and /ready for operators and orchestrators."""
+"""/health, /ready and /metrics for operators and orchestrators."""
 
 from typing import Any
 
@@ -8,6 +8,7 @@ from litestar.di import NamedDependency
 
 from bus.heartbeat import live_instances
 from bus.rpc import BusClient
+from gateway.metrics import MEDIA_TYPE
 from gateway.state import gateway_of
 from schemas import streams
 from schemas.commands import Ping
@@ -35,7 +36,15 @@ async def ready(state: State) -> Response[dict[str, Any]]:
     except Exception as exc:  # any Redis failure means not ready, with the reason
         checks["redis"] = f"unreachable: {type(exc).__name__}"
         services = {}
-    checks["services"] = {name: {"instances": found} for name, found in services.items()}
+    # The breaker says how this gateway sees each service, beside what the heartbeats say.
+    checks["services"] = {
+        name: {
+            "instances": found,
+            "breaker": gateway.downstreams.service(name).state,
+            "in_flight": gateway.downstreams.service(name).in_flight,
+        }
+        for name, found in services.items()
+    }
     ok = checks["redis"] == "ok" and all(services.get(n) for n in gateway.settings.ready_services)
     return Response({"status": "ready" if ok else "not ready", **checks}, status_code=200 if ok else 503)
 
@@ -46,4 +55,10 @@ async def ping(bus: NamedDependency[BusClient]) -> Pong:
     return await bus.request(streams.USERS_PING, Ping(), Pong)
 
 
-ROUTES = [health, ready, ping]
+@get("/metrics", summary="Prometheus metrics", media_type=MEDIA_TYPE, cache_control=None)
+async def metrics(state: State) -> Response[bytes]:
+    """HTTP requests, bus calls per service, circuit breakers and in-flight calls (text format 0.0.4)."""
+    return Response(gateway_of(state).metrics.render(), media_type=MEDIA_TYPE)
+
+
+ROUTES = [health, ready, ping, metrics]

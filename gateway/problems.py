@@ -58,7 +58,8 @@ def on_reply_error(request: Request[Any, Any, Any], exc: ReplyError) -> Response
     """A service's typed error, as HTTP."""
     reply = exc.reply
     status = STATUS_OF.get(reply.code, 500)
-    headers = {"Retry-After": "1"} if status == 503 else None
+    # A refusal by the gateway's own breaker says how long the circuit stays open.
+    headers = {"Retry-After": str(getattr(exc, "retry_after", 1))} if status == 503 else None
     if status == 401:
         headers = {"WWW-Authenticate": "Bearer"}
     errors = [{"field": ".".join(str(p) for p in d.loc), "message": d.msg, "type": d.type} for d in reply.details]

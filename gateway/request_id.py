@@ -9,14 +9,18 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from loguru import logger
 
 from bus.correlation import correlated, new_id
+from gateway.metrics import UNMATCHED, GatewayMetrics
 from gateway.state import SERVICE
 
 HEADER = "x-request-id"
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
-def request_id_middleware(app: ASGIApp) -> ASGIApp:
-    """Wrap ``app``: every response carries X-Request-ID; every log line the same id."""
+def request_id_middleware(app: ASGIApp, metrics: GatewayMetrics | None = None) -> ASGIApp:
+    """Wrap ``app``: every response carries X-Request-ID; every log line the same id.
+
+    One log line per request, and with ``metrics`` one count and duration per route.
+    """
 
     async def middleware(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -38,12 +42,20 @@ def request_id_middleware(app: ASGIApp) -> ASGIApp:
             try:
                 await app(scope, receive, send_with_id)
             finally:
+                elapsed = time.perf_counter() - started
+                # Litestar's router puts the matched route's template in the scope.
+                route = scope.get("path_template") or UNMATCHED
                 logger.info(
                     "{} {} {}",
                     scope["method"],
                     scope["path"],
                     status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    method=scope["method"],
+                    route=route,
+                    status=status,
+                    duration_ms=round(elapsed * 1000, 2),
                 )
+                if metrics is not None:
+                    metrics.http_request(scope["method"], route, status, elapsed)
 
     return middleware

@@ -1,5 +1,7 @@
 """The gateway's settings (env prefix ``GATEWAY_``)."""
 
+from typing import Annotated
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -22,3 +24,27 @@ class GatewaySettings(BaseSettings):
     )
     ready_services: tuple[str, ...] = ("users", "auth")
     bus: BusSettings = Field(default_factory=BusSettings)
+
+    # Per downstream service (the first part of a command stream's name): docs/resilience.md.
+    service_timeouts: dict[str, Annotated[float, Field(gt=0, le=300)]] = Field(
+        default_factory=dict,
+        description='Seconds one call to a service may take, retries included, e.g. {"users": 2}; '
+        "default BUS_REQUEST_TIMEOUT.",
+    )
+    attempt_timeout: float = Field(
+        default=1.0, gt=0, le=300, description="Seconds one attempt of an idempotent query may take before a retry."
+    )
+    retries: int = Field(default=2, ge=0, le=10, description="Extra attempts of an idempotent query that failed.")
+    retry_backoff_base: float = Field(default=0.05, ge=0, le=10, description="Seconds before the first retry, at most.")
+    retry_backoff_cap: float = Field(default=1.0, ge=0, le=60, description="Longest wait between two attempts.")
+    breaker_fail_max: int = Field(
+        default=5, ge=1, le=1000, description="Consecutive failures (timeouts, unavailable) that open a circuit."
+    )
+    breaker_reset_timeout: float = Field(
+        default=10.0, gt=0, le=3600, description="Seconds an open circuit refuses calls before one probe may pass."
+    )
+    max_in_flight: int = Field(default=256, ge=1, le=100_000, description="Calls in progress per service, at most.")
+
+    def service_timeout(self, service: str) -> float:
+        """The deadline of one call to ``service``."""
+        return self.service_timeouts.get(service, self.bus.request_timeout)

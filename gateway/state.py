@@ -1,4 +1,4 @@
-"""What the gateway holds while it runs: bus client, Redis, token verifier. Built in lifespan."""
+"""What the gateway holds while it runs: bus client, Redis, token verifier, metrics. Built in lifespan."""
 
 import asyncio
 import contextlib
@@ -8,7 +8,8 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from bus.broker import create_redis, instance_id
-from bus.rpc import BusClient
+from gateway.metrics import GatewayMetrics
+from gateway.resilience import Downstreams, ResilientBusClient
 from gateway.settings import GatewaySettings
 from gateway.tokens import TokenVerifier
 from schemas import streams
@@ -27,7 +28,9 @@ class Gateway:
         self.instance = instance or instance_id(SERVICE)
         self._redis: Redis | None = None
         self._inbox_redis: Redis | None = None
-        self._bus: BusClient | None = None
+        self._bus: ResilientBusClient | None = None
+        self.metrics = GatewayMetrics()
+        self.downstreams = Downstreams(settings, self.metrics)
         self._keys_task: asyncio.Task[None] | None = None
         self.verifier = TokenVerifier(
             self._fetch_jwks,
@@ -37,7 +40,7 @@ class Gateway:
         )
 
     @property
-    def bus(self) -> BusClient:
+    def bus(self) -> ResilientBusClient:
         """The request-reply client (after start)."""
         if self._bus is None:
             msg = "the gateway has not started"
@@ -59,8 +62,13 @@ class Gateway:
         """Connect to Redis, open the reply inbox, fetch the signing keys if auth is up."""
         self._redis = create_redis(self.settings.bus)
         self._inbox_redis = create_redis(self.settings.bus, blocking=True)
-        self._bus = BusClient(
-            self._redis, self.settings.bus, self.instance, producer=SERVICE, inbox_redis=self._inbox_redis
+        self._bus = ResilientBusClient(
+            self._redis,
+            self.settings.bus,
+            self.instance,
+            producer=SERVICE,
+            inbox_redis=self._inbox_redis,
+            downstreams=self.downstreams,
         )
         await self._bus.start()
         # In the background: the auth service may start after the gateway.

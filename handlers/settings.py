@@ -16,6 +16,10 @@ class HandlerSettings(BaseSettings):
     database_url: DatabaseUrl
     database_pool_size: int = Field(default=10, ge=1, le=200)
     migrate_on_start: bool | None = Field(default=None, description="Default: on outside production.")
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65_535, description="Serve /metrics on this port; unset: off; 0: any free port."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint listens on.")
     bus: BusSettings = Field(default_factory=BusSettings)
 
     @property

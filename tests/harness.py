@@ -28,6 +28,7 @@ import asyncpg
 import httpx
 import pytest
 from litestar import Litestar
+from prometheus_client.parser import text_string_to_metric_families
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
@@ -40,6 +41,7 @@ from db.engine import SessionFactory, create_engine, session_factory
 from db.migrations import upgrade_async
 from db.provision import fresh_databases
 from gateway.app import create_app as create_gateway
+from gateway.resilience import Downstream
 from gateway.settings import GatewaySettings
 from gateway.state import gateway_of
 from handlers.activity.main import MIGRATIONS as ACTIVITY_MIGRATIONS
@@ -157,6 +159,25 @@ def _create(service: str, settings: Any) -> ServiceRuntime:
     return factories[service](settings, instance=f"{service}-test")
 
 
+@dataclass(frozen=True)
+class Scrape:
+    """One read of a /metrics endpoint, parsed as Prometheus text (a parse error fails the test)."""
+
+    text: str
+
+    def value(self, name: str, **labels: str) -> float:
+        """The sample ``name`` with exactly ``labels``; 0 when it has not been counted yet."""
+        for family in text_string_to_metric_families(self.text):
+            for sample in family.samples:
+                if sample.name == name and sample.labels == labels:
+                    return float(sample.value)
+        return 0.0
+
+    def names(self) -> set[str]:
+        """Every sample name in the text."""
+        return {sample.name for family in text_string_to_metric_families(self.text) for sample in family.samples}
+
+
 @dataclass
 class System:
     """A running busway: gateway, users, auth (and any services included) in this process, on one prefix."""
@@ -181,6 +202,32 @@ class System:
         await runtime.start()
         self.services[service] = runtime
         return runtime
+
+    async def stop(self, service: str) -> None:
+        """Take ``service`` down gracefully (``restart`` brings it back)."""
+        runtime = self.services[service]
+        if runtime.broker.running:
+            await runtime.stop()
+
+    def downstream(self, service: str) -> Downstream:
+        """The gateway's breaker, bulkhead and retry policy for ``service``."""
+        return gateway_of(self.app.state).downstreams.service(service)
+
+    async def metrics(self, service: str) -> Scrape:
+        """Scrape /metrics of the gateway, or over HTTP of a running ``users`` or ``auth``."""
+        if service == "gateway":
+            response = await self.http.get("/metrics")
+        else:
+            exporter = self.services[service].metrics
+            port = exporter.port if exporter is not None else None
+            if port is None:
+                msg = f"{service} serves no metrics (is it running?)"
+                raise ValueError(msg)
+            async with httpx.AsyncClient() as client:
+                response = await client.get(f"http://127.0.0.1:{port}/metrics")
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+        return Scrape(response.text)
 
     def sessions(self, service: str) -> SessionFactory:
         """A session factory on ``service``'s database, for assertions and set-up."""
@@ -238,12 +285,15 @@ class System:
 def settings_for(
     databases: Databases, bus: BusSettings, **gateway_options: Any
 ) -> tuple[UsersSettings, AuthSettings, GatewaySettings]:
-    """Settings for an in-process system: test environment, fast hashing, a fixed key."""
-    users = UsersSettings(environment="test", database_url=databases.users_url, migrate_on_start=False, bus=bus)
+    """Settings for an in-process system: test environment, fast hashing, a fixed key, metrics on free ports."""
+    users = UsersSettings(
+        environment="test", database_url=databases.users_url, migrate_on_start=False, metrics_port=0, bus=bus
+    )
     auth = AuthSettings(
         environment="test",
         database_url=databases.auth_url,
         migrate_on_start=False,
+        metrics_port=0,
         signing_key=SecretStr(SIGNING_KEY),
         argon2_time_cost=1,
         argon2_memory_cost=1024,

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from bus.broker import Consumer, create_broker, create_redis, instance_id
+from bus.metrics import HandlerMetrics, MetricsServer
 from bus.outbox import OutboxRelay
 from bus.runtime import ServiceRuntime
 from db.engine import create_engine, is_outage, session_factory
@@ -31,7 +32,8 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
     engine = create_engine(settings.database_url, pool_size=settings.database_pool_size)
     sessions = session_factory(engine)
     redis = create_redis(settings.bus)
-    relay = OutboxRelay(SqlOutboxStore(sessions, Outbox), redis, settings.bus)
+    outbox = SqlOutboxStore(sessions, Outbox)
+    relay = OutboxRelay(outbox, redis, settings.bus)
     service = AuthService(
         sessions,
         PasswordHasher(
@@ -45,7 +47,8 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
         events_committed=relay.wake,
     )
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
-    broker = create_broker(settings.bus, SERVICE, consumer, outage=is_outage)
+    metrics = HandlerMetrics(settings.bus)
+    broker = create_broker(settings.bus, SERVICE, consumer, outage=is_outage, metrics=metrics)
     register_subscribers(broker, consumer, service)
 
     return ServiceRuntime(
@@ -54,6 +57,14 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
         redis=redis,
         consumer=consumer,
         components=[relay],
+        metrics=MetricsServer(
+            metrics,
+            redis,
+            consumer,
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            backlog=outbox.backlog,
+        ),
         before_start=[migrate_at_start(MIGRATIONS, settings.database_url, enabled=settings.migrate_at_start)],
         after_stop=[engine.dispose],
     )

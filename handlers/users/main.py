@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from bus.broker import Consumer, create_broker, create_redis, instance_id
+from bus.metrics import HandlerMetrics, MetricsServer
 from bus.outbox import OutboxRelay
 from bus.runtime import ServiceRuntime
 from db.engine import create_engine, is_outage, session_factory
@@ -28,10 +29,12 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
     )
     sessions = session_factory(engine)
     redis = create_redis(settings.bus)
-    relay = OutboxRelay(SqlOutboxStore(sessions, Outbox), redis, settings.bus)
+    outbox = SqlOutboxStore(sessions, Outbox)
+    relay = OutboxRelay(outbox, redis, settings.bus)
     service = UsersService(sessions, session_factory(read_engine), events_committed=relay.wake)
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
-    broker = create_broker(settings.bus, SERVICE, consumer, outage=is_outage)
+    metrics = HandlerMetrics(settings.bus)
+    broker = create_broker(settings.bus, SERVICE, consumer, outage=is_outage, metrics=metrics)
     register_subscribers(broker, consumer, service)
 
     async def dispose() -> None:
@@ -45,6 +48,14 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
         redis=redis,
         consumer=consumer,
         components=[relay],
+        metrics=MetricsServer(
+            metrics,
+            redis,
+            consumer,
+            host=settings.metrics_host,
+            port=settings.metrics_port,
+            backlog=outbox.backlog,
+        ),
         before_start=[migrate_at_start(MIGRATIONS, settings.database_url, enabled=settings.migrate_at_start)],
         after_stop=[dispose],
     )

@@ -2,11 +2,12 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from bus.cli import MODULES, app
+from bus.cli import METRICS_PORTS, MODULES, app, metrics_port_defaults
 
 runner = CliRunner()
 
@@ -56,3 +57,16 @@ def test_the_subscriber_services_run_and_name_a_bad_setting(service: str, variab
     assert result.returncode == 2
     assert f"{variable}:" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_up_gives_each_handler_a_metrics_port_unless_one_is_configured(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name in METRICS_PORTS:
+        monkeypatch.delenv(name, raising=False)
+    env_file = tmp_path / ".env"
+    assert metrics_port_defaults(env_file) == {"USERS_METRICS_PORT": "9101", "AUTH_METRICS_PORT": "9102"}
+    assert len(set(METRICS_PORTS.values())) == len(METRICS_PORTS)
+    env_file.write_text("AUTH_METRICS_PORT=9300\n")
+    monkeypatch.setenv("USERS_METRICS_PORT", "9200")
+    assert metrics_port_defaults(env_file) == {}
