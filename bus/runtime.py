@@ -52,6 +52,7 @@ class ServiceRuntime:
         self._heartbeat = Heartbeat(redis, consumer.settings, service, consumer.instance)
         self._before_start = before_start
         self._after_stop = after_stop
+        self._supervisor: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Prepare storage, create groups, start consuming, then announce the instance."""
@@ -62,10 +63,42 @@ class ServiceRuntime:
         for component in self._components:
             await component.start()
         await self._heartbeat.start()
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"{self.service} subscriber supervisor")
         logger.info("{} started as {}", self.service, self.consumer.instance)
+
+    async def _supervise(self) -> None:
+        """Restart subscribers that stopped on their own, recreating lost consumer groups.
+
+        FastStream stops a subscriber for good when its group is gone (Redis lost its
+        data: a FLUSHALL, a restart without persistence); the service would live on and
+        read nothing. Here the groups are made again (at the stream's start) and reading
+        resumes, loudly logged.
+        """
+        interval = self.consumer.settings.heartbeat_interval
+        while True:
+            await asyncio.sleep(interval)
+            stopped = [subscriber for subscriber in self.broker.subscribers if not subscriber.running]
+            if not stopped:
+                continue
+            logger.critical(
+                "{} of {}'s subscribers stopped reading (consumer groups lost: did Redis lose its data?); "
+                "recreating the groups and resuming",
+                len(stopped),
+                self.service,
+            )
+            try:
+                await self.consumer.ensure_groups(self.redis)
+                for subscriber in stopped:
+                    await subscriber.start()
+            except Exception as exc:  # Redis still away: try again next round
+                logger.error("could not resume the subscribers yet: {!r}", exc)
 
     async def stop(self) -> None:
         """Stop announcing, stop reading and finish in-flight messages, flush, release."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
         await self._heartbeat.stop()
         await self.broker.stop()
         try:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from redis.asyncio import Redis
 
 from tests.faults.cluster import Cluster, registration_body, running_cluster
 from tests.faults.servers import PostgresServer, RedisServer
@@ -130,3 +131,29 @@ async def test_postgres_restart_mid_load(tmp_path: Path, redis_url: str) -> None
                 assert all(p.poll() is None for p in cluster.processes[service]), f"{service} exited"
     finally:
         server.remove()
+
+
+async def test_redis_losing_its_data_recreates_the_groups(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        async with running_cluster(tmp_path, redis_url=server.url) as cluster:
+            async with httpx.AsyncClient(base_url=cluster.base_url, timeout=HANG) as http:
+                first = await http.post("/v1/auth/register", json=registration_body("before"))
+                assert first.status_code == 201, first.text
+                raw = Redis.from_url(server.url)
+                try:
+                    await raw.flushall()  # streams, groups, pending entries: all gone
+                finally:
+                    await raw.aclose()
+
+                async def registers_again() -> bool:
+                    response = await http.post("/v1/auth/register", json=registration_body("after"))
+                    return response.status_code == 201
+
+                await eventually(registers_again, timeout=30, what="registrations to work after the data loss")
+            for service in ("users", "auth"):
+                assert "recreating the groups" in cluster.log_of(service)
+                assert all(p.poll() is None for p in cluster.processes[service]), f"{service} exited"
+    finally:
+        server.stop()
