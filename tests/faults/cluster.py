@@ -124,9 +124,9 @@ async def running_cluster(
     redis_url: str = REDIS_URL,
     admin_url: str = POSTGRES_URL,
     services: dict[str, int] | None = None,
-    **env: str,
+    env: dict[str, str] | None = None,
 ) -> AsyncIterator[Cluster]:
-    """Fresh databases, then ``services`` (name -> process count) started and ready."""
+    """Fresh databases, then ``services`` (name -> process count) started and ready; ``env`` adds settings."""
     prefix = f"faults-{uuid.uuid4().hex[:10]}:"
     suffix = uuid.uuid4().hex[:8]
     names = [f"busway_faults_users_{suffix}", f"busway_faults_auth_{suffix}"]
@@ -153,7 +153,7 @@ async def running_cluster(
             "AUTH_ARGON2_TIME_COST": "1",
             "AUTH_ARGON2_MEMORY_COST": "1024",
             "GATEWAY_REGISTRATION_WAIT": "0.5",
-            **env,
+            **(env or {}),
         }
         logs = tmp / "logs"
         logs.mkdir(parents=True, exist_ok=True)
