@@ -45,7 +45,7 @@ def create_broker(
         message_format=JsonEnvelopeFormat,
         middlewares=[middleware_for(service, roles, outage=outage, metrics=metrics)],
         logger=stdlib_logger(service),
-        graceful_timeout=10.0,
+        graceful_timeout=settings.shutdown_grace,
     )
 
 

@@ -37,6 +37,13 @@ class BusSettings(BaseSettings):
         default=10_000, ge=100, le=10_000_000, description="Entries a command stream keeps, about (XADD MAXLEN ~)."
     )
     heartbeat_interval: float = Field(default=2.0, gt=0, le=60)
+    shutdown_grace: float = Field(
+        default=10.0,
+        gt=0,
+        le=600,
+        description="Seconds a stopping handler gives its in-flight messages to finish; what is left "
+        "stays pending and is claimed by another instance.",
+    )
     log_format: Literal["text", "json"] = Field(
         default="text", validation_alias=AliasChoices("LOG_FORMAT", "BUS_LOG_FORMAT")
     )
