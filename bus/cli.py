@@ -36,7 +36,12 @@ COLOURS = {
 }
 RESET = "\033[0m"
 
-METRICS_PORTS = {"USERS_METRICS_PORT": "9101", "AUTH_METRICS_PORT": "9102"}
+METRICS_PORTS = {
+    "USERS_METRICS_PORT": "9101",
+    "AUTH_METRICS_PORT": "9102",
+    "ACTIVITY_METRICS_PORT": "9103",
+    "MAILER_METRICS_PORT": "9104",
+}
 """Where ``busway up``'s handlers serve /metrics unless the environment or .env says otherwise."""
 
 app = typer.Typer(help="busway: a bus-first service system.", no_args_is_help=True, add_completion=False)

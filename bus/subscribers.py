@@ -37,6 +37,7 @@ from bus.broker import Consumer, create_broker, create_redis, instance_id
 from bus.events import decode_event
 from bus.idempotency import RedisInbox
 from bus.logs import configure_logging
+from bus.metrics import HandlerMetrics, MetricsServer
 from bus.middleware import CLAIMED
 from bus.process import run_async
 from bus.runtime import Component, ServiceRuntime, serve
@@ -220,17 +221,22 @@ class Subscriber:
         components: Sequence[Component] = (),
         before_start: Sequence[Callable[[], Awaitable[None]]] = (),
         after_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
     ) -> ServiceRuntime:
         """A service made of this subscriber alone, in consumer group ``service``; start it to run.
 
         ``once``: record handled events in Redis for ``inbox_ttl`` seconds
         (:class:`bus.idempotency.RedisInbox`), so a redelivered event is skipped.
+        ``metrics_port``: count every event handled and serve ``GET /metrics`` there
+        (:class:`bus.metrics.MetricsServer`; 0 takes a free port); None: no metrics.
         """
         settings = settings or BusSettings()
         redis = redis or create_redis(settings)
         subscriber = self.with_inbox(RedisInbox(redis, settings, service, ttl=inbox_ttl)) if once else self
         consumer = Consumer(settings, service, instance or instance_id(service))
-        broker = create_broker(settings, service, consumer)
+        metrics = HandlerMetrics(settings) if metrics_port is not None else None
+        broker = create_broker(settings, service, consumer, metrics=metrics)
         subscriber.attach(broker, consumer)
         return ServiceRuntime(
             service=service,
@@ -240,11 +246,28 @@ class Subscriber:
             components=components,
             before_start=before_start,
             after_stop=after_stop,
+            # A subscriber alone publishes nothing through an outbox: no backlog to report.
+            metrics=(
+                MetricsServer(metrics, redis, consumer, host=metrics_host, port=metrics_port)
+                if metrics is not None
+                else None
+            ),
         )
 
-    def run(self, service: str, settings: BusSettings | None = None, *, once: bool = False) -> None:
-        """Run as service ``service`` until SIGINT or SIGTERM (a script's entry point)."""
+    def run(
+        self,
+        service: str,
+        settings: BusSettings | None = None,
+        *,
+        once: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "127.0.0.1",
+    ) -> None:
+        """Run as service ``service`` until SIGINT or SIGTERM (a script's entry point).
+
+        ``metrics_port``: serve ``GET /metrics`` on it (see ``runtime``).
+        """
         settings = settings or BusSettings()
         configure_logging(service, settings.log_format, settings.log_level)
-        runtime = self.runtime(service, settings, once=once)
+        runtime = self.runtime(service, settings, once=once, metrics_port=metrics_port, metrics_host=metrics_host)
         run_async(lambda: serve(runtime))

@@ -47,7 +47,13 @@ FAILURES = frozenset({ErrorCode.UNAVAILABLE, ErrorCode.EXPIRED})
 """Error codes that mean the service did not answer in time: they trip breakers and are retried."""
 
 IDEMPOTENT_STREAMS = frozenset(
-    {streams.USERS_GET, streams.USERS_PING, streams.AUTH_JWKS, streams.AUTH_GET_REGISTRATION}
+    {
+        streams.USERS_GET,
+        streams.USERS_PING,
+        streams.AUTH_JWKS,
+        streams.AUTH_GET_REGISTRATION,
+        streams.ACTIVITY_LIST,
+    }
 )
 """Commands that only read: sending one twice does no harm, so a failed one is tried again.
 

@@ -214,7 +214,7 @@ class System:
         return gateway_of(self.app.state).downstreams.service(service)
 
     async def metrics(self, service: str) -> Scrape:
-        """Scrape /metrics of the gateway, or over HTTP of a running ``users`` or ``auth``."""
+        """Scrape /metrics of the gateway, or over HTTP of a running handler service (any in ``services``)."""
         if service == "gateway":
             response = await self.http.get("/metrics")
         else:
@@ -304,13 +304,13 @@ def settings_for(
 
 
 def optional_settings(service: str, databases: Databases, bus: BusSettings, mail_dir: Path) -> Any:
-    """Settings for one of OPTIONAL_SERVICES in an in-process system."""
+    """Settings for one of OPTIONAL_SERVICES in an in-process system, metrics on a free port."""
     if service == "activity":
         return ActivitySettings(
-            environment="test", database_url=databases.activity_url, migrate_on_start=False, bus=bus
+            environment="test", database_url=databases.activity_url, migrate_on_start=False, metrics_port=0, bus=bus
         )
     if service == "mailer":
-        return MailerSettings(environment="test", outbox_dir=mail_dir, bus=bus)
+        return MailerSettings(environment="test", outbox_dir=mail_dir, metrics_port=0, bus=bus)
     msg = f"unknown service {service!r}; choose from {', '.join(OPTIONAL_SERVICES)}"
     raise ValueError(msg)
 

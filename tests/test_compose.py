@@ -74,3 +74,12 @@ def test_every_database_is_migrated_and_the_gateway_waits_for_the_services_it_ca
     assert services["activity"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["gateway"]["depends_on"]["activity"]["condition"] == "service_healthy"
     assert "activity" in services["gateway"]["environment"]["GATEWAY_READY_SERVICES"]
+
+
+def test_every_handler_serves_metrics_on_port_9100_of_its_container() -> None:
+    services = _services()
+    for name in ("users", "auth", "activity", "mailer"):
+        environment = services[name]["environment"]
+        assert environment[f"{name.upper()}_METRICS_PORT"] == "9100", name
+        assert environment[f"{name.upper()}_METRICS_HOST"] == "0.0.0.0", name
+        assert "9100" in services[name]["expose"], name

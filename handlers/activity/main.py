@@ -3,8 +3,9 @@
 from pathlib import Path
 
 from bus.broker import Consumer, create_broker, create_redis, instance_id
+from bus.metrics import HandlerMetrics, MetricsServer
 from bus.runtime import ServiceRuntime
-from db.engine import create_engine, session_factory
+from db.engine import create_engine, is_outage, session_factory
 from db.migrations import migrate_at_start
 from handlers.activity import SERVICE
 from handlers.activity.router import register_subscribers
@@ -21,13 +22,16 @@ def create_app(settings: ActivitySettings | None = None, *, instance: str | None
     service = ActivityService(session_factory(engine))
     redis = create_redis(settings.bus)
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
-    broker = create_broker(settings.bus, SERVICE, consumer)
+    metrics = HandlerMetrics(settings.bus)
+    broker = create_broker(settings.bus, SERVICE, consumer, outage=is_outage, metrics=metrics)
     register_subscribers(broker, consumer, service)
     return ServiceRuntime(
         service=SERVICE,
         broker=broker,
         redis=redis,
         consumer=consumer,
+        # No outbox: activity publishes no events, so there is no backlog to report.
+        metrics=MetricsServer(metrics, redis, consumer, host=settings.metrics_host, port=settings.metrics_port),
         before_start=[migrate_at_start(MIGRATIONS, settings.database_url, enabled=settings.migrate_at_start)],
         after_stop=[engine.dispose],
     )

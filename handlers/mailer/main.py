@@ -44,5 +44,12 @@ def create_app(
         ),
     )
     return mail_subscriber(mailer).runtime(
-        SERVICE, settings.bus, once=True, inbox_ttl=settings.inbox_ttl, instance=instance, redis=redis
+        SERVICE,
+        settings.bus,
+        once=True,
+        inbox_ttl=settings.inbox_ttl,
+        instance=instance,
+        redis=redis,
+        metrics_port=settings.metrics_port,
+        metrics_host=settings.metrics_host,
     )

@@ -38,6 +38,10 @@ class MailerSettings(BaseSettings):
     smtp_password: SecretStr | None = None
     smtp_security: Literal["none", "starttls", "tls"] = "none"
     smtp_timeout: float = Field(default=10.0, gt=0, le=300)
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65_535, description="Serve /metrics on this port; unset: off; 0: any free port."
+    )
+    metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint listens on.")
     bus: BusSettings = Field(default_factory=BusSettings)
 
     @field_validator("sender")

@@ -10,7 +10,7 @@ from handlers.users.service import UsersService
 from schemas.envelope import Trace
 from schemas.events import RegistrationStarted
 from tests.e2e.conftest import PASSWORD, new_email, register_and_login
-from tests.harness import Scrape, System, eventually
+from tests.harness import Databases, Scrape, System, eventually, run_system
 
 pytestmark = pytest.mark.e2e
 
@@ -124,3 +124,69 @@ async def test_a_handler_metrics_endpoint_drops_what_is_not_http(system: System)
     writer.close()
     await writer.wait_closed()
     assert (await system.metrics("users")).value("busway_outbox_backlog") >= 0  # still serving
+
+
+async def events_on(system: System, base: str) -> int:
+    """How many events a stream holds."""
+    return int(await system.redis.xlen(system.stream(base)))
+
+
+async def test_the_activity_service_counts_the_events_it_records_and_the_queries_it_answers(
+    redis_url: str, databases: Databases
+) -> None:
+    async with run_system(databases, redis_url=redis_url, include=("activity",)) as system:
+        account = await register_and_login(system)
+
+        async def recorded() -> bool:
+            response = await system.http.get("/v1/users/me/activity", headers=account.auth)
+            assert response.status_code == 200, response.text
+            return len(response.json()["items"]) == 2  # account_created, login
+
+        await eventually(recorded, what="the account's trail")
+
+        async def caught_up() -> bool:
+            return await system.caught_up("activity", "events.auth") and await system.caught_up(
+                "activity", "events.users"
+            )
+
+        await eventually(caught_up, what="activity to read both event streams")
+        before = await system.metrics("activity")
+        assert (await system.http.get("/v1/users/me/activity", headers=account.auth)).status_code == 200
+        after = await system.metrics("activity")
+
+        # Every event of both streams handled once, each query counted as it is answered.
+        for stream in ("events.auth", "events.users"):
+            assert after.value("busway_messages_total", stream=stream, outcome="ok") == await events_on(system, stream)
+            assert after.value("busway_stream_pending", stream=stream, group="activity") == 0
+            assert after.value("busway_dead_letters", stream=stream) == 0
+        assert after.value("busway_messages_total", stream="activity.list", outcome="ok") == (
+            before.value("busway_messages_total", stream="activity.list", outcome="ok") + 1
+        )
+        assert after.value("busway_message_duration_seconds_count", stream="activity.list") >= 1
+        # Its own registry: none of the users service's commands.
+        assert after.value("busway_messages_total", stream="users.get", outcome="ok") == 0
+
+
+async def test_the_mailer_counts_the_events_it_handles(redis_url: str, databases: Databases) -> None:
+    async with run_system(databases, redis_url=redis_url, include=("mailer",)) as system:
+        before = await system.metrics("mailer")
+        assert before.value("busway_messages_total", stream="events.auth", outcome="ok") == 0
+        email = new_email()
+        response = await system.http.post(
+            "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": "Mailed"}
+        )
+        assert response.status_code == 201, response.text
+
+        async def welcomed() -> bool:
+            return any(email in str(mail["To"]) for mail in system.mails())
+
+        await eventually(welcomed, what="the welcome mail")
+        await eventually(lambda: system.caught_up("mailer", "events.auth"), what="the mailer to read events.auth")
+        after = await system.metrics("mailer")
+
+        handled = await events_on(system, "events.auth")
+        assert handled >= 2  # RegistrationStarted, RegistrationCompleted
+        assert after.value("busway_messages_total", stream="events.auth", outcome="ok") == handled
+        assert after.value("busway_message_duration_seconds_count", stream="events.auth") == handled
+        assert after.value("busway_stream_pending", stream="events.auth", group="mailer") == 0
+        assert after.value("busway_dead_letters", stream="events.auth") == 0

@@ -133,6 +133,28 @@ async def test_only_idempotent_queries_are_retried(redis_url: str, databases: Da
         assert metrics.value("busway_bus_retries_total", service="users", stream="users.update") == 0
 
 
+async def test_the_activity_query_is_retried(redis_url: str, databases: Databases) -> None:
+    async with run_system(
+        databases,
+        redis_url=redis_url,
+        include=("activity",),
+        service_timeouts={"activity": 1.5},
+        attempt_timeout=0.15,
+        retries=2,
+        retry_backoff_base=0.01,
+    ) as system:
+        account = await register_and_login(system)
+        await system.stop("activity")
+        lists = await entries(system, "activity.list")
+
+        response = await system.http.get("/v1/users/me/activity", headers=account.auth)
+        assert response.status_code == 503
+        assert await entries(system, "activity.list") == lists + 3
+
+        metrics = await system.metrics("gateway")
+        assert metrics.value("busway_bus_retries_total", service="activity", stream="activity.list") == 2
+
+
 async def test_a_retry_reaches_the_service_once_it_is_back(redis_url: str, databases: Databases) -> None:
     async with run_system(
         databases, redis_url=redis_url, service_timeouts={"users": 10.0}, attempt_timeout=0.3, retries=2

@@ -65,8 +65,15 @@ def test_up_gives_each_handler_a_metrics_port_unless_one_is_configured(
     for name in METRICS_PORTS:
         monkeypatch.delenv(name, raising=False)
     env_file = tmp_path / ".env"
-    assert metrics_port_defaults(env_file) == {"USERS_METRICS_PORT": "9101", "AUTH_METRICS_PORT": "9102"}
+    assert metrics_port_defaults(env_file) == {
+        "USERS_METRICS_PORT": "9101",
+        "AUTH_METRICS_PORT": "9102",
+        "ACTIVITY_METRICS_PORT": "9103",
+        "MAILER_METRICS_PORT": "9104",
+    }
     assert len(set(METRICS_PORTS.values())) == len(METRICS_PORTS)
-    env_file.write_text("AUTH_METRICS_PORT=9300\n")
+    env_file.write_text("AUTH_METRICS_PORT=9300\nMAILER_METRICS_PORT=9400\n")
     monkeypatch.setenv("USERS_METRICS_PORT", "9200")
+    assert metrics_port_defaults(env_file) == {"ACTIVITY_METRICS_PORT": "9103"}
+    monkeypatch.setenv("ACTIVITY_METRICS_PORT", "9500")
     assert metrics_port_defaults(env_file) == {}

@@ -8,7 +8,9 @@ import pytest
 
 from bus.middleware import deadline_passed
 from bus.process import settings_error
+from handlers.activity.settings import ActivitySettings
 from handlers.auth.settings import AuthSettings
+from handlers.mailer.settings import MailerSettings
 from handlers.users.settings import UsersSettings
 
 
@@ -26,6 +28,19 @@ def test_settings_errors_name_the_environment_variable() -> None:
     report = settings_error(caught.value, "USERS_")
     assert "USERS_DATABASE_POOL_SIZE" in report
     assert "Traceback" not in report
+
+
+def test_the_activity_service_and_the_mailer_read_their_metrics_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ACTIVITY_METRICS_PORT", "9103")
+    monkeypatch.setenv("MAILER_METRICS_PORT", "9104")
+    monkeypatch.setenv("MAILER_METRICS_HOST", "0.0.0.0")
+    assert ActivitySettings(_env_file=None).metrics_port == 9103
+    mailer = MailerSettings(_env_file=None)
+    assert (mailer.metrics_port, mailer.metrics_host) == (9104, "0.0.0.0")
+    monkeypatch.setenv("MAILER_METRICS_PORT", "70000")
+    with pytest.raises(pydantic.ValidationError) as caught:
+        MailerSettings(_env_file=None)
+    assert "MAILER_METRICS_PORT" in settings_error(caught.value, "MAILER_")
 
 
 @pytest.mark.parametrize(("variable", "value"), [("BUS_PREFIX", "a b"), ("LOG_FORMAT", "xml")])

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from bus.settings import BusSettings
 from bus.subscribers import EventContext, Subscriber
 from schemas.events import Event, LoginFailed, UserLoggedIn, UserUpdated
 
@@ -166,3 +167,16 @@ def test_a_context_without_a_usable_time_gets_the_present() -> None:
         assert EventContext.of(message).occurred_at >= before
     naive: Any = FakeMessage(LOGIN, {"id": "e1", "occurred_at": "2026-01-02T03:04:05"})
     assert EventContext.of(naive).occurred_at.tzinfo is UTC
+
+
+async def test_a_subscriber_service_serves_metrics_only_when_given_a_port() -> None:
+    subscriber = Subscriber("events.auth")
+    plain = subscriber.runtime("no-metrics", BusSettings())
+    measured = subscriber.runtime("with-metrics", BusSettings(), metrics_port=0)
+    try:
+        assert plain.metrics is None
+        assert measured.metrics is not None
+        assert measured.metrics.port is None  # not listening until the service starts
+    finally:
+        await plain.redis.aclose()
+        await measured.redis.aclose()
