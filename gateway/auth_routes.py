@@ -35,6 +35,8 @@ from schemas.replies import Done, Registration, RegistrationState, SessionList, 
 PROBLEM = "application/problem+json"
 BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
+NO_SESSION = ResponseSpec(None, description="No valid access token, or its session has ended.", media_type=PROBLEM)
+
 PASSWORD_RESET_DEADLINE = 300
 """Seconds auth has to take up a reset request: nobody waits for it, so it may wait for auth."""
 
@@ -142,7 +144,7 @@ async def refresh(
     return await bus.request(streams.AUTH_REFRESH, command, TokenPair)
 
 
-@post("/v1/auth/logout", status_code=204, summary="Log out", security=BEARER)
+@post("/v1/auth/logout", status_code=204, summary="Log out", security=BEARER, responses={401: NO_SESSION})
 async def logout(claims: NamedDependency[Claims], bus: NamedDependency[BusClient]) -> None:
     """End the session of the access token: it and the session's refresh token stop working."""
     await bus.request(streams.AUTH_LOGOUT, LogOut(user_id=claims.user_id, session_id=claims.session_id), Done)
@@ -154,6 +156,7 @@ async def logout(claims: NamedDependency[Claims], bus: NamedDependency[BusClient
     summary="Change my password",
     security=BEARER,
     responses={
+        401: NO_SESSION,
         403: ResponseSpec(None, description="The current password is wrong.", media_type=PROBLEM),
         422: ResponseSpec(None, description="The new password is too short or too long.", media_type=PROBLEM),
     },
@@ -205,7 +208,7 @@ async def confirm_password_reset(data: JSONBody[ConfirmPasswordReset], bus: Name
     await bus.request(streams.AUTH_CONFIRM_PASSWORD_RESET, data, Done)
 
 
-@get("/v1/auth/sessions", summary="My sessions", security=BEARER)
+@get("/v1/auth/sessions", summary="My sessions", security=BEARER, responses={401: NO_SESSION})
 async def list_sessions(claims: NamedDependency[Claims], bus: NamedDependency[BusClient]) -> SessionList:
     """My live sessions, most recently used first; ``current`` marks this token's."""
     command = ListSessions(user_id=claims.user_id, session_id=claims.session_id)
@@ -217,7 +220,10 @@ async def list_sessions(claims: NamedDependency[Claims], bus: NamedDependency[Bu
     status_code=204,
     summary="End one of my sessions",
     security=BEARER,
-    responses={404: ResponseSpec(None, description="No session of mine has this id.", media_type=PROBLEM)},
+    responses={
+        401: NO_SESSION,
+        404: ResponseSpec(None, description="No session of mine has this id.", media_type=PROBLEM),
+    },
 )
 async def revoke_session(
     session_id: FromPath[str], claims: NamedDependency[Claims], bus: NamedDependency[BusClient]

@@ -1,83 +1,22 @@
 """Sessions end to end: refresh rotation and theft detection, logout, revocation at the gateway, the list."""
 
-import json
 import uuid
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import jwt
 import pytest
-from sqlmodel import col, select
+from sqlmodel import select
 
-from gateway.state import gateway_of
-from handlers.auth.models import Outbox, SessionRow, SpentRefreshToken
+from handlers.auth.models import SessionRow, SpentRefreshToken
 from handlers.auth.service import REVOCATION_MARGIN
 from schemas import streams
 from schemas.commands import RefreshTokens
 from schemas.errors import ErrorCode, ReplyError
 from schemas.replies import TokenPair
 from schemas.streams import revoked_session
-from tests.e2e.conftest import PASSWORD, register_and_login
+from tests.e2e.logins import Login, deliver, events, log_in, new_user, refreshed, works
 from tests.harness import System
 
 pytestmark = pytest.mark.e2e
-
-
-@dataclass(frozen=True)
-class Login:
-    """One session: its tokens and ids."""
-
-    user_id: str
-    email: str
-    access_token: str
-    refresh_token: str
-
-    @property
-    def session_id(self) -> str:
-        return str(jwt.decode(self.access_token, options={"verify_signature": False})["sid"])
-
-    @property
-    def auth(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.access_token}"}
-
-
-async def log_in(system: System, user_id: str, email: str, user_agent: str = "test-client/1") -> Login:
-    response = await system.http.post(
-        "/v1/auth/login", json={"email": email, "password": PASSWORD}, headers={"User-Agent": user_agent}
-    )
-    assert response.status_code == 200, response.text
-    tokens = response.json()
-    return Login(user_id, email, tokens["access_token"], tokens["refresh_token"])
-
-
-async def new_user(system: System) -> Login:
-    account = await register_and_login(system)
-    return await log_in(system, account.user_id, account.email)
-
-
-async def refreshed(system: System, login: Login, user_agent: str = "test-client/1") -> Login:
-    response = await system.http.post(
-        "/v1/auth/refresh", json={"refresh_token": login.refresh_token}, headers={"User-Agent": user_agent}
-    )
-    assert response.status_code == 200, response.text
-    tokens = response.json()
-    return Login(login.user_id, login.email, tokens["access_token"], tokens["refresh_token"])
-
-
-async def events(system: System, user_id: str, event_type: str) -> list[dict[str, Any]]:
-    """The payloads of one user's events of one type, from auth's outbox (its event log)."""
-    async with system.sessions("auth")() as session:
-        rows = await session.exec(
-            select(Outbox).where(Outbox.subject == user_id, Outbox.type == event_type).order_by(col(Outbox.seq))
-        )
-        return [json.loads(row.payload) for row in rows.all()]
-
-
-async def works(system: System, login: Login) -> bool:
-    response = await system.http.get("/v1/users/me", headers=login.auth)
-    assert response.status_code in {200, 401}, response.text
-    return response.status_code == 200
 
 
 async def test_refresh_gives_a_new_pair_and_spends_the_old_refresh_token(system: System) -> None:
@@ -139,21 +78,12 @@ async def test_refresh_refuses_unknown_and_malformed_tokens(system: System) -> N
 async def test_a_redelivered_refresh_command_is_not_taken_for_a_theft(system: System) -> None:
     """The same command id twice (a redelivery), not the same token twice: the session lives on."""
     login = await new_user(system)
-    bus = gateway_of(system.app.state).bus
     command = RefreshTokens(refresh_token=login.refresh_token)
     message_id = uuid.uuid4().hex
 
-    async def deliver() -> TokenPair:
-        future = bus.expect(message_id)
-        try:
-            await bus.send(streams.AUTH_REFRESH, command, message_id=message_id)
-            return await bus.wait(future, TokenPair, timeout=5, what="refresh")
-        finally:
-            bus.forget(message_id)
-
-    pair = await deliver()
+    pair = await deliver(system, streams.AUTH_REFRESH, command, TokenPair, message_id)
     with pytest.raises(ReplyError) as refused:
-        await deliver()
+        await deliver(system, streams.AUTH_REFRESH, command, TokenPair, message_id)
     assert refused.value.reply.code == ErrorCode.INVALID_CREDENTIALS
     assert await events(system, login.user_id, "SessionRevoked") == []
     next_pair = await refreshed(system, Login(login.user_id, login.email, pair.access_token, pair.refresh_token))
@@ -290,3 +220,20 @@ async def test_deleting_a_session_ends_only_my_own(system: System) -> None:
     revoked = await events(system, me.user_id, "SessionRevoked")
     assert revoked == [{"user_id": me.user_id, "session_id": my_other.session_id, "reason": "revoked"}]
     assert await events(system, someone.user_id, "SessionRevoked") == []
+
+
+async def test_openapi_documents_the_session_and_password_routes(system: System) -> None:
+    paths = (await system.http.get("/schema/openapi.json")).json()["paths"]
+    documented = {
+        ("/v1/auth/refresh", "post"): ({"200", "401", "400"}, False),
+        ("/v1/auth/logout", "post"): ({"204", "401"}, True),
+        ("/v1/auth/password", "post"): ({"204", "401", "403", "422"}, True),
+        ("/v1/auth/password-reset", "post"): ({"202", "422"}, False),
+        ("/v1/auth/password-reset/confirm", "post"): ({"204", "400", "422"}, False),
+        ("/v1/auth/sessions", "get"): ({"200", "401"}, True),
+        ("/v1/auth/sessions/{session_id}", "delete"): ({"204", "401", "404"}, True),
+    }
+    for (path, method), (statuses, bearer) in documented.items():
+        operation = paths[path][method]
+        assert statuses <= set(operation["responses"]), path
+        assert (operation.get("security") == [{"BearerToken": []}]) is bearer, path
