@@ -1,5 +1,6 @@
 """Sessions end to end: refresh rotation and theft detection, logout, revocation at the gateway, the list."""
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -237,3 +238,16 @@ async def test_openapi_documents_the_session_and_password_routes(system: System)
         operation = paths[path][method]
         assert statuses <= set(operation["responses"]), path
         assert (operation.get("security") == [{"BearerToken": []}]) is bearer, path
+
+
+async def test_two_refreshes_racing_with_one_token_end_the_session(system: System) -> None:
+    login = await new_user(system)
+    results = await asyncio.gather(
+        *(system.http.post("/v1/auth/refresh", json={"refresh_token": login.refresh_token}) for _ in range(2))
+    )
+    assert sorted(r.status_code for r in results) == [200, 401], [r.text for r in results]
+    winner = next(r for r in results if r.status_code == 200).json()
+    again = await system.http.post("/v1/auth/refresh", json={"refresh_token": winner["refresh_token"]})
+    assert again.status_code == 401
+    revoked = await events(system, login.user_id, "SessionRevoked")
+    assert revoked == [{"user_id": login.user_id, "session_id": login.session_id, "reason": "refresh_reuse"}]
