@@ -147,7 +147,7 @@ async def test_a_reset_request_is_answered_without_waiting_for_auth(system: Syst
     await request_reset(system, stranger)
     entries = await system.redis.xrange(stream) or []
     # One command each, alike but for the email, not handled yet.
-    sent = [json.loads(fields[b"__data__"]) for _, fields in entries]
+    sent = [json.loads((fields or {})[b"__data__"]) for _, fields in entries]
     assert [(m["type"], set(m["payload"])) for m in sent] == [("RequestPasswordReset", {"email"})] * 2
     assert await events(system, me.user_id, "PasswordResetRequested") == []
 
