@@ -69,7 +69,7 @@ def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthS
 
     @consumer.command(broker, streams.AUTH_LIST_SESSIONS)
     async def list_sessions(cmd: ListSessions) -> SessionList:
-        return await service.sessions(cmd)
+        return await service.list_sessions(cmd)
 
     @consumer.command(broker, streams.AUTH_REVOKE_SESSION)
     async def revoke_session(cmd: RevokeSession, message: RedisStreamMessage) -> Done:

@@ -474,7 +474,7 @@ class AuthService:
             self._events_committed()
         await self._announce_revocations(user_id)
 
-    async def sessions(self, cmd: ListSessions) -> SessionList:
+    async def list_sessions(self, cmd: ListSessions) -> SessionList:
         """The user's live sessions, most recently used first."""
         now = _now()
         async with self._sessions() as session:
@@ -507,10 +507,26 @@ class AuthService:
             row = await session.get(HandledCommand, command_id)
         return reply.model_validate_json(row.reply) if row is not None else None
 
-    async def _record(self, session: AsyncSession, command_id: str, reply: BaseModel) -> None:
-        """Record the command in the transaction of its effect; a concurrent twin fails here."""
-        session.add(HandledCommand(command_id=command_id, type=type(reply).__name__, reply=reply.model_dump_json()))
-        await session.flush()
+    async def _once(self, command_id: str, effect: Callable[[AsyncSession], Awaitable[None]]) -> Done:
+        """Run ``effect`` in a transaction that records the command id with its reply.
+
+        The record goes first, so a twin delivery running at the same time fails on its
+        primary key (after this one commits) and answers with this one's reply.
+        """
+        reply = Done()
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(
+                    HandledCommand(command_id=command_id, type=type(reply).__name__, reply=reply.model_dump_json())
+                )
+                await session.flush()
+                await effect(session)
+        except IntegrityError:
+            if (first := await self._handled(command_id, Done)) is not None:
+                return first
+            raise
+        self._events_committed()
+        return reply
 
     async def change_password(self, cmd: ChangePassword, trace: Trace, command_id: str) -> Done:
         """Set a new password if the current one is right; the user's other sessions end.
@@ -526,26 +542,22 @@ class AuthService:
         if not valid or stored is None:
             raise WrongPassword("The current password is wrong.")
         new_hash = await self._hasher.hash(cmd.new_password)
-        now = _now()
-        try:
-            async with self._sessions() as session, session.begin():
-                await self._record(session, command_id, Done())
-                # Only over the hash just verified: a reset meanwhile makes the proof stale.
-                result: CursorResult[Any] = await session.exec(
-                    update(Credential)
-                    .where(col(Credential.user_id) == cmd.user_id, col(Credential.password_hash) == stored)
-                    .values(password_hash=new_hash, updated_at=now)
-                )
-                if result.rowcount != 1:
-                    raise WrongPassword("The current password is wrong.")
-                await self._password_set(session, cmd.user_id, trace, now, via_reset=False, keep=cmd.session_id)
-        except IntegrityError:
-            if (first := await self._handled(command_id, Done)) is not None:
-                return first
-            raise
-        self._events_committed()
+
+        async def change(session: AsyncSession) -> None:
+            now = _now()
+            # Only over the hash just verified: a reset meanwhile makes the proof stale.
+            result: CursorResult[Any] = await session.exec(
+                update(Credential)
+                .where(col(Credential.user_id) == cmd.user_id, col(Credential.password_hash) == stored)
+                .values(password_hash=new_hash, updated_at=now)
+            )
+            if result.rowcount != 1:
+                raise WrongPassword("The current password is wrong.")
+            await self._password_set(session, cmd.user_id, trace, now, via_reset=False, keep=cmd.session_id)
+
+        done = await self._once(command_id, change)
         await self._announce_revocations(cmd.user_id)
-        return Done()
+        return done
 
     async def _password_set(
         self, session: AsyncSession, user_id: str, trace: Trace, now: datetime, *, via_reset: bool, keep: str | None
@@ -570,35 +582,25 @@ class AuthService:
         # Made for unknown emails too: the work does not depend on the account existing.
         token = secrets.token_urlsafe(32)
         token_hash = _hash_token(token)
-        now = _now()
-        expires_at = now + timedelta(seconds=self._tokens.reset_ttl)
         async with self._sessions() as session:
             credential = (await session.exec(select(Credential).where(Credential.email == cmd.email))).first()
         if credential is None or credential.status != CredentialStatus.ACTIVE:
             return Done()
-        try:
-            async with self._sessions() as session, session.begin():
-                await self._record(session, command_id, Done())
-                await session.exec(
-                    update(PasswordReset)
-                    .where(col(PasswordReset.user_id) == credential.user_id, col(PasswordReset.used_at).is_(None))
-                    .values(used_at=now)
-                )
-                session.add(
-                    PasswordReset(
-                        token_hash=token_hash, user_id=credential.user_id, created_at=now, expires_at=expires_at
-                    )
-                )
-                requested = PasswordResetRequested(
-                    user_id=credential.user_id, email=credential.email, token=token, expires_at=expires_at
-                )
-                self._emit(session, requested, trace, credential.user_id)
-        except IntegrityError:
-            if (first := await self._handled(command_id, Done)) is not None:
-                return first
-            raise
-        self._events_committed()
-        return Done()
+        user_id, email = credential.user_id, credential.email
+
+        async def issue(session: AsyncSession) -> None:
+            now = _now()
+            expires_at = now + timedelta(seconds=self._tokens.reset_ttl)
+            await session.exec(
+                update(PasswordReset)
+                .where(col(PasswordReset.user_id) == user_id, col(PasswordReset.used_at).is_(None))
+                .values(used_at=now)
+            )
+            session.add(PasswordReset(token_hash=token_hash, user_id=user_id, created_at=now, expires_at=expires_at))
+            requested = PasswordResetRequested(user_id=user_id, email=email, token=token, expires_at=expires_at)
+            self._emit(session, requested, trace, user_id)
+
+        return await self._once(command_id, issue)
 
     async def confirm_password_reset(self, cmd: ConfirmPasswordReset, trace: Trace, command_id: str) -> Done:
         """Set a new password with a valid reset token, which is spent; every session ends.
@@ -614,34 +616,31 @@ class AuthService:
         if reset is None or reset.used_at is not None or reset.expires_at <= now:
             raise InvalidResetToken(RESET_REFUSED)
         new_hash = await self._hasher.hash(cmd.new_password)
-        now = _now()
-        try:
-            async with self._sessions() as session, session.begin():
-                await self._record(session, command_id, Done())
-                # Spend it only if still unspent and unexpired: of two racing uses, one wins.
-                spent: CursorResult[Any] = await session.exec(
-                    update(PasswordReset)
-                    .where(
-                        col(PasswordReset.token_hash) == token_hash,
-                        col(PasswordReset.used_at).is_(None),
-                        col(PasswordReset.expires_at) > now,
-                    )
-                    .values(used_at=now)
+        user_id = reset.user_id
+
+        async def set_password(session: AsyncSession) -> None:
+            now = _now()
+            # Spend it only if still unspent and unexpired: of two racing uses, one wins.
+            spent: CursorResult[Any] = await session.exec(
+                update(PasswordReset)
+                .where(
+                    col(PasswordReset.token_hash) == token_hash,
+                    col(PasswordReset.used_at).is_(None),
+                    col(PasswordReset.expires_at) > now,
                 )
-                credential = await session.get(Credential, reset.user_id)
-                if spent.rowcount != 1 or credential is None or credential.status != CredentialStatus.ACTIVE:
-                    raise InvalidResetToken(RESET_REFUSED)
-                credential.password_hash = new_hash
-                credential.updated_at = now
-                session.add(credential)
-                await self._password_set(session, reset.user_id, trace, now, via_reset=True, keep=None)
-        except IntegrityError:
-            if (first := await self._handled(command_id, Done)) is not None:
-                return first
-            raise
-        self._events_committed()
-        await self._announce_revocations(reset.user_id)
-        return Done()
+                .values(used_at=now)
+            )
+            credential = await session.get(Credential, user_id)
+            if spent.rowcount != 1 or credential is None or credential.status != CredentialStatus.ACTIVE:
+                raise InvalidResetToken(RESET_REFUSED)
+            credential.password_hash = new_hash
+            credential.updated_at = now
+            session.add(credential)
+            await self._password_set(session, user_id, trace, now, via_reset=True, keep=None)
+
+        done = await self._once(command_id, set_password)
+        await self._announce_revocations(user_id)
+        return done
 
     def jwks(self) -> Jwks:
         """The public keys tokens are verified with."""
