@@ -1,8 +1,9 @@
-"""/v1/auth/*: registration, its status, login; and the public keys."""
+"""/v1/auth/*: registration, login, sessions, passwords; and the public keys."""
 
+import time
 from typing import Any
 
-from litestar import Request, Response, get, post
+from litestar import Request, Response, delete, get, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.openapi import ResponseSpec
@@ -10,16 +11,42 @@ from litestar.params import FromPath, JSONBody
 
 from bus.correlation import new_id
 from bus.rpc import BusClient, outcome_key
-from gateway.bodies import LoginBody, RegistrationPending
+from gateway.bodies import LoginBody, PasswordChangeBody, RefreshBody, RegistrationPending, ResetRequested
 from gateway.resilience import ResilientBusClient
 from gateway.settings import GatewaySettings
 from gateway.state import gateway_of
+from gateway.tokens import Claims
 from schemas import streams
-from schemas.commands import GetRegistration, LogIn, RegisterUser
+from schemas.commands import (
+    ChangePassword,
+    ConfirmPasswordReset,
+    GetRegistration,
+    ListSessions,
+    LogIn,
+    LogOut,
+    RefreshTokens,
+    RegisterUser,
+    RequestPasswordReset,
+    RevokeSession,
+)
+from schemas.envelope import DEADLINE
 from schemas.errors import ErrorCode, ReplyError
-from schemas.replies import Registration, RegistrationState, TokenPair, UserProfile
+from schemas.replies import Done, Registration, RegistrationState, SessionList, TokenPair, UserProfile
 
 PROBLEM = "application/problem+json"
+BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
+
+NO_SESSION = ResponseSpec(None, description="No valid access token, or its session has ended.", media_type=PROBLEM)
+
+PASSWORD_RESET_DEADLINE = 300
+"""Seconds auth has to take up a reset request: nobody waits for it, so it may wait for auth."""
+
+
+def client_of(request: Request[Any, Any, State]) -> tuple[str | None, str | None]:
+    """The client's user agent (printable, at most 500 characters) and IP address."""
+    user_agent = request.headers.get("user-agent")
+    printable = "".join(c for c in user_agent[:500] if c.isprintable()) if user_agent else None
+    return printable, request.client.host if request.client else None
 
 
 def registration_response(registration: Registration) -> Response[UserProfile | RegistrationPending]:
@@ -98,14 +125,120 @@ async def login(
     data: JSONBody[LoginBody], request: Request[Any, Any, State], bus: NamedDependency[BusClient]
 ) -> TokenPair:
     """An access token (JWT) and a refresh token for a valid email and password."""
-    user_agent = request.headers.get("user-agent")
-    command = LogIn(
-        email=data.email,
-        password=data.password,
-        user_agent="".join(c for c in user_agent[:500] if c.isprintable()) if user_agent else None,
-        ip=request.client.host if request.client else None,
-    )
+    user_agent, ip = client_of(request)
+    command = LogIn(email=data.email, password=data.password, user_agent=user_agent, ip=ip)
     return await bus.request(streams.AUTH_LOGIN, command, TokenPair)
+
+
+@post(
+    "/v1/auth/refresh",
+    status_code=200,
+    summary="Exchange a refresh token for a new pair",
+    responses={
+        401: ResponseSpec(
+            None,
+            description="Unknown, expired or spent refresh token, or an ended session. A spent token "
+            "presented again ends its session: every token issued from it stops working.",
+            media_type=PROBLEM,
+        )
+    },
+)
+async def refresh(
+    data: JSONBody[RefreshBody], request: Request[Any, Any, State], bus: NamedDependency[BusClient]
+) -> TokenPair:
+    """A new access token and refresh token; the refresh token sent is spent."""
+    user_agent, ip = client_of(request)
+    command = RefreshTokens(refresh_token=data.refresh_token, user_agent=user_agent, ip=ip)
+    return await bus.request(streams.AUTH_REFRESH, command, TokenPair)
+
+
+@post("/v1/auth/logout", status_code=204, summary="Log out", security=BEARER, responses={401: NO_SESSION})
+async def logout(claims: NamedDependency[Claims], bus: NamedDependency[BusClient]) -> None:
+    """End the session of the access token: it and the session's refresh token stop working."""
+    await bus.request(streams.AUTH_LOGOUT, LogOut(user_id=claims.user_id, session_id=claims.session_id), Done)
+
+
+@post(
+    "/v1/auth/password",
+    status_code=204,
+    summary="Change my password",
+    security=BEARER,
+    responses={
+        401: NO_SESSION,
+        403: ResponseSpec(None, description="The current password is wrong.", media_type=PROBLEM),
+        422: ResponseSpec(None, description="The new password is too short or too long.", media_type=PROBLEM),
+    },
+)
+async def change_password(
+    data: JSONBody[PasswordChangeBody], claims: NamedDependency[Claims], bus: NamedDependency[BusClient]
+) -> None:
+    """Set a new password, proving the current one; every other session of mine ends."""
+    command = ChangePassword(
+        user_id=claims.user_id,
+        session_id=claims.session_id,
+        current_password=data.current_password,
+        new_password=data.new_password,
+    )
+    await bus.request(streams.AUTH_CHANGE_PASSWORD, command, Done)
+
+
+@post(
+    "/v1/auth/password-reset",
+    status_code=202,
+    summary="Ask for a password reset",
+    responses={422: ResponseSpec(None, description="Not an email address.", media_type=PROBLEM)},
+)
+async def request_password_reset(
+    data: JSONBody[RequestPasswordReset], bus: NamedDependency[BusClient]
+) -> ResetRequested:
+    """202 for any email: whether it has an account is not told.
+
+    The answer does not wait for auth: it is sent once the request is on the bus, so
+    neither its content nor its timing depends on the account existing. For an existing
+    account auth then emits PasswordResetRequested with a one-time token for a mailer.
+    """
+    deadline = str(int((time.time() + PASSWORD_RESET_DEADLINE) * 1000))
+    await bus.send(streams.AUTH_REQUEST_PASSWORD_RESET, data, headers={DEADLINE: deadline})
+    return ResetRequested(message="If an account uses this email, a password reset link is on its way to it.")
+
+
+@post(
+    "/v1/auth/password-reset/confirm",
+    status_code=204,
+    summary="Set a new password with a reset token",
+    responses={
+        400: ResponseSpec(None, description="The token is unknown, expired or already used.", media_type=PROBLEM),
+        422: ResponseSpec(None, description="The new password is too short or too long.", media_type=PROBLEM),
+    },
+)
+async def confirm_password_reset(data: JSONBody[ConfirmPasswordReset], bus: NamedDependency[BusClient]) -> None:
+    """Set the new password; the token is spent and every session of the account ends."""
+    await bus.request(streams.AUTH_CONFIRM_PASSWORD_RESET, data, Done)
+
+
+@get("/v1/auth/sessions", summary="My sessions", security=BEARER, responses={401: NO_SESSION})
+async def list_sessions(claims: NamedDependency[Claims], bus: NamedDependency[BusClient]) -> SessionList:
+    """My live sessions, most recently used first; ``current`` marks this token's."""
+    command = ListSessions(user_id=claims.user_id, session_id=claims.session_id)
+    return await bus.request(streams.AUTH_LIST_SESSIONS, command, SessionList)
+
+
+@delete(
+    "/v1/auth/sessions/{session_id:str}",
+    status_code=204,
+    summary="End one of my sessions",
+    security=BEARER,
+    responses={
+        401: NO_SESSION,
+        404: ResponseSpec(None, description="No session of mine has this id.", media_type=PROBLEM),
+    },
+)
+async def revoke_session(
+    session_id: FromPath[str], claims: NamedDependency[Claims], bus: NamedDependency[BusClient]
+) -> None:
+    """End a session: its tokens stop working. Ending the current one is a logout."""
+    command = RevokeSession(user_id=claims.user_id, session_id=session_id)
+    await bus.request(streams.AUTH_REVOKE_SESSION, command, Done)
 
 
 @get("/.well-known/jwks.json", summary="Public signing keys", cache_control=None)
@@ -119,4 +252,16 @@ async def jwks(state: State) -> Response[dict[str, Any]]:
     return Response({"keys": verifier.jwks}, headers={"Cache-Control": "public, max-age=300"})
 
 
-ROUTES = [register, get_registration, login, jwks]
+ROUTES = [
+    register,
+    get_registration,
+    login,
+    refresh,
+    logout,
+    change_password,
+    request_password_reset,
+    confirm_password_reset,
+    list_sessions,
+    revoke_session,
+    jwks,
+]

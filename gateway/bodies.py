@@ -5,7 +5,7 @@ from datetime import datetime
 from pydantic import Field
 
 from schemas.base import Contract
-from schemas.fields import DisplayName, Email
+from schemas.fields import DisplayName, Email, OpaqueToken, Password
 from schemas.replies import RegistrationState
 
 
@@ -14,6 +14,25 @@ class LoginBody(Contract):
 
     email: Email
     password: str = Field(min_length=1, max_length=256)
+
+
+class RefreshBody(Contract):
+    """POST /v1/auth/refresh."""
+
+    refresh_token: OpaqueToken
+
+
+class PasswordChangeBody(Contract):
+    """POST /v1/auth/password."""
+
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: Password
+
+
+class ResetRequested(Contract):
+    """202 from password-reset: the same whether or not the email has an account."""
+
+    message: str
 
 
 class ProfilePatch(Contract):

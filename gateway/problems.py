@@ -21,6 +21,8 @@ STATUS_OF: dict[ErrorCode, int] = {
     ErrorCode.INVALID_PAYLOAD: 422,
     ErrorCode.EMAIL_TAKEN: 409,
     ErrorCode.INVALID_CREDENTIALS: 401,
+    ErrorCode.WRONG_PASSWORD: 403,
+    ErrorCode.INVALID_RESET_TOKEN: 400,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.FORBIDDEN: 403,
     ErrorCode.EXPIRED: 504,

@@ -11,7 +11,7 @@ from bus.broker import create_redis, instance_id
 from gateway.metrics import GatewayMetrics
 from gateway.resilience import Downstreams, ResilientBusClient
 from gateway.settings import GatewaySettings
-from gateway.tokens import TokenVerifier
+from gateway.tokens import RevokedSessions, TokenVerifier
 from schemas import streams
 from schemas.commands import GetJwks
 from schemas.errors import ReplyError
@@ -32,11 +32,13 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.downstreams = Downstreams(settings, self.metrics)
         self._keys_task: asyncio.Task[None] | None = None
+        self._revoked_sessions: RevokedSessions | None = None
         self.verifier = TokenVerifier(
             self._fetch_jwks,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
             leeway=settings.jwt_leeway,
+            revoked=self._session_revoked,
         )
 
     @property
@@ -58,9 +60,16 @@ class Gateway:
     async def _fetch_jwks(self) -> Jwks:
         return await self.bus.request(streams.AUTH_JWKS, GetJwks(), Jwks)
 
+    async def _session_revoked(self, session_id: str) -> bool:
+        if self._revoked_sessions is None:
+            msg = "the gateway has not started"
+            raise RuntimeError(msg)
+        return await self._revoked_sessions(session_id)
+
     async def start(self) -> None:
         """Connect to Redis, open the reply inbox, fetch the signing keys if auth is up."""
         self._redis = create_redis(self.settings.bus)
+        self._revoked_sessions = RevokedSessions(self._redis, self.settings.bus)
         self._inbox_redis = create_redis(self.settings.bus, blocking=True)
         self._bus = ResilientBusClient(
             self._redis,

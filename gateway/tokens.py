@@ -1,7 +1,9 @@
 """Access tokens checked at the edge, locally, against the auth service's public keys.
 
 The keys (JWKS) come over the bus at start and again when a token names an unknown
-``kid`` (rate-limited), so a key rotation needs no gateway restart.
+``kid`` (rate-limited), so a key rotation needs no gateway restart. A token of a revoked
+session (logout, password change, theft detection) is refused before it expires: auth
+marks the session in Redis, and each check asks Redis, never the bus.
 """
 
 import asyncio
@@ -14,8 +16,15 @@ import jwt
 from jwt import PyJWK
 from litestar.exceptions import NotAuthorizedException
 from loguru import logger
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError
 
+from bus.pipelining import Autopipeline
+from bus.settings import BusSettings
+from schemas.errors import ErrorCode, ReplyError
 from schemas.replies import Jwks
+from schemas.streams import revoked_session
 
 ALGORITHMS = ["EdDSA"]
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "aud", "iss", "sid"]
@@ -36,8 +45,36 @@ def unauthorized(detail: str) -> NotAuthorizedException:
     return NotAuthorizedException(detail=detail, headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
 
 
+class RevokedSessions:
+    """The revoked-session keys auth writes (``revoked.<sid>``), read with one EXISTS per check.
+
+    The EXISTS of every request in one event-loop turn travel in one pipeline. Redis
+    unreachable means the check cannot be made: 503, never a token let through.
+    """
+
+    def __init__(self, redis: Redis, settings: BusSettings) -> None:
+        self._pipeline = Autopipeline(redis)
+        self._settings = settings
+
+    async def __call__(self, session_id: str) -> bool:
+        """Whether ``session_id`` has been revoked."""
+        key = self._settings.name(revoked_session(session_id))
+
+        def queue(pipe: Pipeline) -> None:
+            pipe.exists(key)
+
+        try:
+            [found] = await self._pipeline.execute(queue)
+        except (RedisError, OSError) as exc:
+            found = exc
+        if isinstance(found, Exception):
+            logger.warning("cannot check for a revoked session: {!r}", found)
+            raise ReplyError("The session cannot be checked right now.", code=ErrorCode.UNAVAILABLE)
+        return bool(found)
+
+
 class TokenVerifier:
-    """Verifies access tokens with cached public keys."""
+    """Verifies access tokens with cached public keys, and refuses revoked sessions."""
 
     def __init__(
         self,
@@ -47,8 +84,11 @@ class TokenVerifier:
         audience: str,
         leeway: int = 30,
         min_refresh_interval: float = 5.0,
+        revoked: Callable[[str], Awaitable[bool]] | None = None,
     ) -> None:
+        """``revoked(session_id)`` says whether a session has ended; None checks nothing."""
         self._fetch = fetch_jwks
+        self._revoked = revoked
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway
@@ -115,9 +155,13 @@ class TokenVerifier:
             raise unauthorized("The access token has expired.") from None
         except jwt.InvalidTokenError:
             raise unauthorized("The access token is not valid.") from None
+        session_id = str(claims["sid"])
+        # Last: only a genuine token costs a trip to Redis.
+        if self._revoked is not None and await self._revoked(session_id):
+            raise unauthorized("The session of this access token has ended.")
         return Claims(
             user_id=str(claims["sub"]),
-            session_id=str(claims["sid"]),
+            session_id=session_id,
             token_id=str(claims["jti"]),
             expires_at=int(claims["exp"]),
         )

@@ -10,8 +10,8 @@ from pydantic import Field
 
 from schemas import streams
 from schemas.base import Contract
-from schemas.fields import DisplayName, Email, Identifier, Password, Printable
-from schemas.replies import ActivityPage, Jwks, Pong, Registration, TokenPair, UserProfile
+from schemas.fields import DisplayName, Email, Identifier, OpaqueToken, Password, Printable
+from schemas.replies import ActivityPage, Done, Jwks, Pong, Registration, SessionList, TokenPair, UserProfile
 
 
 class RegisterUser(Contract):
@@ -39,6 +39,59 @@ class LogIn(Contract):
 
 class GetJwks(Contract):
     """Ask the auth service for its public signing keys (``auth.jwks``)."""
+
+
+class RefreshTokens(Contract):
+    """Exchange a refresh token for a new pair; the one given is spent (``auth.refresh``)."""
+
+    refresh_token: OpaqueToken
+    user_agent: Printable | None = None
+    ip: str | None = Field(default=None, max_length=64)
+
+
+class LogOut(Contract):
+    """End the caller's session: its refresh token and access tokens stop working (``auth.logout``)."""
+
+    user_id: Identifier
+    session_id: Identifier
+
+
+class ChangePassword(Contract):
+    """Change a password, proving the current one; the user's other sessions end (``auth.change_password``)."""
+
+    user_id: Identifier
+    session_id: Identifier
+    """The caller's session: the one that stays."""
+    current_password: str = Field(min_length=1, max_length=256)
+    new_password: Password
+
+
+class RequestPasswordReset(Contract):
+    """Send a one-time reset token to the account with this email, if there is one (``auth.request_password_reset``)."""
+
+    email: Email
+
+
+class ConfirmPasswordReset(Contract):
+    """Set a new password with a reset token; every session ends (``auth.confirm_password_reset``)."""
+
+    token: OpaqueToken
+    new_password: Password
+
+
+class ListSessions(Contract):
+    """The user's live sessions (``auth.list_sessions``)."""
+
+    user_id: Identifier
+    session_id: Identifier | None = None
+    """The caller's session, marked ``current`` in the answer."""
+
+
+class RevokeSession(Contract):
+    """End one of the user's own sessions (``auth.revoke_session``)."""
+
+    user_id: Identifier
+    session_id: Identifier
 
 
 class GetUser(Contract):
@@ -82,6 +135,13 @@ COMMANDS: Final[tuple[CommandRoute, ...]] = (
     CommandRoute(streams.AUTH_GET_REGISTRATION, GetRegistration, Registration),
     CommandRoute(streams.AUTH_LOGIN, LogIn, TokenPair),
     CommandRoute(streams.AUTH_JWKS, GetJwks, Jwks),
+    CommandRoute(streams.AUTH_REFRESH, RefreshTokens, TokenPair),
+    CommandRoute(streams.AUTH_LOGOUT, LogOut, Done),
+    CommandRoute(streams.AUTH_CHANGE_PASSWORD, ChangePassword, Done),
+    CommandRoute(streams.AUTH_REQUEST_PASSWORD_RESET, RequestPasswordReset, Done),
+    CommandRoute(streams.AUTH_CONFIRM_PASSWORD_RESET, ConfirmPasswordReset, Done),
+    CommandRoute(streams.AUTH_LIST_SESSIONS, ListSessions, SessionList),
+    CommandRoute(streams.AUTH_REVOKE_SESSION, RevokeSession, Done),
     CommandRoute(streams.USERS_GET, GetUser, UserProfile),
     CommandRoute(streams.USERS_UPDATE, UpdateUser, UserProfile),
     CommandRoute(streams.USERS_PING, Ping, Pong),

@@ -14,6 +14,8 @@ class ErrorCode(StrEnum):
     INVALID_PAYLOAD = "invalid_payload"
     EMAIL_TAKEN = "email_taken"
     INVALID_CREDENTIALS = "invalid_credentials"
+    WRONG_PASSWORD = "wrong_password"
+    INVALID_RESET_TOKEN = "invalid_reset_token"
     NOT_FOUND = "not_found"
     FORBIDDEN = "forbidden"
     EXPIRED = "expired"

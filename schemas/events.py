@@ -7,6 +7,7 @@ generated from these (``uv run just contracts``).
 """
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Final
 
 from schemas.base import Contract
@@ -74,6 +75,21 @@ class SessionRevoked(Event):
     user_id: str
     session_id: str
     reason: str
+
+
+class RevocationReason(StrEnum):
+    """The values auth puts in ``SessionRevoked.reason``; consumers should accept others too."""
+
+    LOGOUT = "logout"
+    """The session's user logged out."""
+    REVOKED = "revoked"
+    """Its user ended it from the session list (``DELETE /v1/auth/sessions/{id}``)."""
+    REFRESH_REUSE = "refresh_reuse"
+    """A spent refresh token of the session was presented again: presumed stolen."""
+    PASSWORD_CHANGED = "password_changed"
+    """Its user changed the password from another session."""
+    PASSWORD_RESET = "password_reset"
+    """The password was reset: every session ends."""
 
 
 class PasswordResetRequested(Event):

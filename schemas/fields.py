@@ -20,3 +20,6 @@ Identifier = Annotated[str, StringConstraints(min_length=1, max_length=64, patte
 
 Printable = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")]
 """Free text from a client (a user agent): no control characters, which databases refuse."""
+
+OpaqueToken = Annotated[str, StringConstraints(min_length=1, max_length=512)]
+"""A token busway issued (refresh, password reset), as the client presents it."""

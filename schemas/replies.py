@@ -52,6 +52,29 @@ class Jwks(Contract):
     keys: tuple[dict[str, Any], ...]
 
 
+class Done(Contract):
+    """The command took effect; there is nothing to return."""
+
+
+class SessionInfo(Contract):
+    """One live session: a login and the refreshes that continued it."""
+
+    id: str
+    created_at: datetime
+    last_used_at: datetime
+    """The login, or the latest refresh."""
+    user_agent: str | None = None
+    ip: str | None = None
+    current: bool = False
+    """Whether this is the session of the caller's access token."""
+
+
+class SessionList(Contract):
+    """A user's live sessions, most recently used first."""
+
+    sessions: tuple[SessionInfo, ...]
+
+
 class Pong(Contract):
     """The answer to a Ping: which service answered."""
 

@@ -12,6 +12,13 @@ AUTH_REGISTER: Final = "auth.register"
 AUTH_LOGIN: Final = "auth.login"
 AUTH_JWKS: Final = "auth.jwks"
 AUTH_GET_REGISTRATION: Final = "auth.get_registration"
+AUTH_REFRESH: Final = "auth.refresh"
+AUTH_LOGOUT: Final = "auth.logout"
+AUTH_CHANGE_PASSWORD: Final = "auth.change_password"
+AUTH_REQUEST_PASSWORD_RESET: Final = "auth.request_password_reset"
+AUTH_CONFIRM_PASSWORD_RESET: Final = "auth.confirm_password_reset"
+AUTH_LIST_SESSIONS: Final = "auth.list_sessions"
+AUTH_REVOKE_SESSION: Final = "auth.revoke_session"
 
 USERS_GET: Final = "users.get"
 USERS_UPDATE: Final = "users.update"
@@ -28,6 +35,14 @@ INBOX_PREFIX: Final = "inbox."
 
 HEARTBEAT_PREFIX: Final = "heartbeat."
 """Liveness keys written by every handler instance: ``heartbeat.<service>.<instance>``."""
+
+REVOKED_SESSION_PREFIX: Final = "revoked."
+"""Keys of revoked sessions, ``revoked.<session id>``: auth writes them, the gateway refuses their tokens."""
+
+
+def revoked_session(session_id: str) -> str:
+    """The key that marks ``session_id`` revoked while its access tokens could still be valid."""
+    return f"{REVOKED_SESSION_PREFIX}{session_id}"
 
 
 def dead_letters(stream: str) -> str:

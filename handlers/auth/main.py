@@ -13,6 +13,7 @@ from handlers.auth import SERVICE
 from handlers.auth.keys import KeyRing
 from handlers.auth.models import Outbox
 from handlers.auth.passwords import PasswordHasher
+from handlers.auth.revocations import RevocationList
 from handlers.auth.router import register_subscribers
 from handlers.auth.service import AuthService, TokenSettings
 from handlers.auth.settings import AuthSettings
@@ -43,8 +44,15 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
             concurrency=settings.hashing_concurrency,
         ),
         load_keys(settings),
-        TokenSettings(issuer=settings.token_issuer, audience=settings.token_audience, ttl=settings.access_token_ttl),
+        TokenSettings(
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            ttl=settings.access_token_ttl,
+            refresh_ttl=settings.refresh_token_ttl,
+            reset_ttl=settings.password_reset_ttl,
+        ),
         events_committed=relay.wake,
+        sessions_revoked=RevocationList(redis, settings.bus).publish,
     )
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
     metrics = HandlerMetrics(settings.bus)

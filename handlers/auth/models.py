@@ -69,6 +69,42 @@ class SessionRow(AuthBase, table=True):
     created_at: datetime = Field(default_factory=_now)
     last_used_at: datetime = Field(default_factory=_now)
     revoked_at: datetime | None = None
+    revoked_reason: str | None = Field(default=None, max_length=32)
+
+
+class SpentRefreshToken(AuthBase, table=True):
+    """A refresh token already exchanged: presenting it again means it was stolen."""
+
+    __tablename__ = "spent_refresh_tokens"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    session_id: str = Field(max_length=64, index=True)
+    spent_at: datetime = Field(default_factory=_now)
+    spent_by: str | None = Field(default=None, max_length=64)
+    """The refresh command that spent it: a redelivery of that command is not a theft."""
+
+
+class PasswordReset(AuthBase, table=True):
+    """A one-time password reset token (its SHA-256 only), until used, replaced or expired."""
+
+    __tablename__ = "password_resets"
+
+    token_hash: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=64, index=True)
+    created_at: datetime = Field(default_factory=_now)
+    expires_at: datetime
+    used_at: datetime | None = None
+
+
+class HandledCommand(AuthBase, table=True):
+    """A command whose effect must not happen twice, and the reply it got the first time."""
+
+    __tablename__ = "handled_commands"
+
+    command_id: str = Field(primary_key=True, max_length=64)
+    type: str = Field(max_length=100)
+    reply: str
+    handled_at: datetime = Field(default_factory=_now)
 
 
 class Outbox(OutboxFields, AuthBase, table=True):

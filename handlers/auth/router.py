@@ -8,9 +8,21 @@ from bus.events import decode_event, trace_of
 from bus.rpc import REPLY_KEY, outcome_key
 from handlers.auth.service import AuthService, Notify
 from schemas import streams
-from schemas.commands import GetJwks, GetRegistration, LogIn, RegisterUser
+from schemas.commands import (
+    ChangePassword,
+    ConfirmPasswordReset,
+    GetJwks,
+    GetRegistration,
+    ListSessions,
+    LogIn,
+    LogOut,
+    RefreshTokens,
+    RegisterUser,
+    RequestPasswordReset,
+    RevokeSession,
+)
 from schemas.events import UserCreated, UserCreationFailed
-from schemas.replies import Jwks, Registration, TokenPair
+from schemas.replies import Done, Jwks, Registration, SessionList, TokenPair
 
 
 def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthService) -> None:
@@ -32,6 +44,36 @@ def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthS
     @consumer.command(broker, streams.AUTH_JWKS)
     async def jwks(_: GetJwks) -> Jwks:
         return service.jwks()
+
+    # The message id is the command's identity: a redelivered entry carries the same one.
+    @consumer.command(broker, streams.AUTH_REFRESH, secret=True)
+    async def refresh(cmd: RefreshTokens, message: RedisStreamMessage) -> TokenPair:
+        return await service.refresh(cmd, trace_of(message), message.message_id)
+
+    @consumer.command(broker, streams.AUTH_LOGOUT)
+    async def logout(cmd: LogOut, message: RedisStreamMessage) -> Done:
+        return await service.logout(cmd, trace_of(message))
+
+    @consumer.command(broker, streams.AUTH_CHANGE_PASSWORD, secret=True)
+    async def change_password(cmd: ChangePassword, message: RedisStreamMessage) -> Done:
+        return await service.change_password(cmd, trace_of(message), message.message_id)
+
+    # Secret too: an email address is personal data, kept in Redis no longer than needed.
+    @consumer.command(broker, streams.AUTH_REQUEST_PASSWORD_RESET, secret=True)
+    async def request_password_reset(cmd: RequestPasswordReset, message: RedisStreamMessage) -> Done:
+        return await service.request_password_reset(cmd, trace_of(message), message.message_id)
+
+    @consumer.command(broker, streams.AUTH_CONFIRM_PASSWORD_RESET, secret=True)
+    async def confirm_password_reset(cmd: ConfirmPasswordReset, message: RedisStreamMessage) -> Done:
+        return await service.confirm_password_reset(cmd, trace_of(message), message.message_id)
+
+    @consumer.command(broker, streams.AUTH_LIST_SESSIONS)
+    async def list_sessions(cmd: ListSessions) -> SessionList:
+        return await service.list_sessions(cmd)
+
+    @consumer.command(broker, streams.AUTH_REVOKE_SESSION)
+    async def revoke_session(cmd: RevokeSession, message: RedisStreamMessage) -> Done:
+        return await service.revoke_session(cmd, trace_of(message))
 
     @consumer.events(broker, streams.EVENTS_USERS)
     async def on_users_event(message: RedisStreamMessage) -> None:

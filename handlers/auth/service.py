@@ -1,37 +1,83 @@
 """The auth domain: registrations, credentials, logins, tokens. No bus, no HTTP here."""
 
 import hashlib
+import math
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
+from pydantic import BaseModel
+from sqlalchemy import CursorResult, update
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.engine import SessionFactory
 from db.outbox import add_event
 from handlers.auth import SERVICE
 from handlers.auth.keys import KeyRing
-from handlers.auth.models import Credential, CredentialStatus, Inbox, Outbox, RegistrationRow, SessionRow
+from handlers.auth.models import (
+    Credential,
+    CredentialStatus,
+    HandledCommand,
+    Inbox,
+    Outbox,
+    PasswordReset,
+    RegistrationRow,
+    SessionRow,
+    SpentRefreshToken,
+)
 from handlers.auth.passwords import PasswordHasher
-from schemas.commands import LogIn, RegisterUser
+from schemas.commands import (
+    ChangePassword,
+    ConfirmPasswordReset,
+    ListSessions,
+    LogIn,
+    LogOut,
+    RefreshTokens,
+    RegisterUser,
+    RequestPasswordReset,
+    RevokeSession,
+)
 from schemas.envelope import Trace
 from schemas.errors import ErrorCode, ReplyError
 from schemas.events import (
     Event,
     LoginFailed,
+    PasswordChanged,
+    PasswordResetRequested,
     RegistrationCompleted,
     RegistrationFailed,
     RegistrationStarted,
+    RevocationReason,
+    SessionRevoked,
     UserCreated,
     UserCreationFailed,
     UserLoggedIn,
 )
-from schemas.replies import Jwks, Registration, RegistrationState, TokenPair, UserProfile
+from schemas.replies import (
+    Done,
+    Jwks,
+    Registration,
+    RegistrationState,
+    SessionInfo,
+    SessionList,
+    TokenPair,
+    UserProfile,
+)
 from schemas.streams import EVENTS_AUTH
+
+ReplyT = TypeVar("ReplyT", bound=BaseModel)
+
+REVOCATION_MARGIN = 300
+"""Seconds a revoked session stays refused past its last access token's expiry.
+
+The gateway accepts a token up to ``GATEWAY_JWT_LEEWAY`` seconds after ``exp``; 300 is the
+largest leeway it can be configured with.
+"""
 
 
 class EmailTaken(ReplyError):
@@ -57,6 +103,22 @@ class NotFound(ReplyError):
     code = ErrorCode.NOT_FOUND
 
 
+class WrongPassword(ReplyError):
+    """A password change whose current password is wrong."""
+
+    code = ErrorCode.WRONG_PASSWORD
+
+
+class InvalidResetToken(ReplyError):
+    """A password reset token that is unknown, expired, replaced or used."""
+
+    code = ErrorCode.INVALID_RESET_TOKEN
+
+
+REFRESH_REFUSED = "The refresh token is not valid; log in again."
+RESET_REFUSED = "The reset token is not valid: unknown, expired or already used."
+
+
 @dataclass(frozen=True)
 class Notify:
     """Where to report a saga's outcome: the requester's inbox and the key it waits on."""
@@ -67,11 +129,27 @@ class Notify:
 
 @dataclass(frozen=True)
 class TokenSettings:
-    """What goes into the access tokens auth signs."""
+    """What goes into the tokens auth issues, and how long each lives (seconds)."""
 
     issuer: str
     audience: str
     ttl: int
+    refresh_ttl: int = 30 * 86_400
+    """A session ends this long after its login or its latest refresh."""
+    reset_ttl: int = 3_600
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """A revoked session, and how many more seconds its access tokens must be refused."""
+
+    session_id: str
+    seconds: int
+    reason: str
+
+
+async def _announce_nothing(_: Sequence[Revocation]) -> None:
+    return None
 
 
 def _now() -> datetime:
@@ -114,12 +192,19 @@ class AuthService:
         tokens: TokenSettings,
         *,
         events_committed: Callable[[], None] = lambda: None,
+        sessions_revoked: Callable[[Sequence[Revocation]], Awaitable[None]] = _announce_nothing,
     ) -> None:
+        """``sessions_revoked`` tells the gateway (through Redis) to refuse revoked sessions' tokens.
+
+        It is awaited after the revocation commits and before the command is answered, so
+        a client told "logged out" never finds the old access token still working.
+        """
         self._sessions = sessions
         self._hasher = hasher
         self._keys = keys
         self._tokens = tokens
         self._events_committed = events_committed
+        self._sessions_revoked = sessions_revoked
 
     def _emit(self, session: AsyncSession, event: Event, trace: Trace, subject: str) -> None:
         add_event(session, Outbox, EVENTS_AUTH, event, trace=trace, producer=SERVICE, subject=subject)
@@ -260,8 +345,11 @@ class AuthService:
             )
             self._emit(session, logged_in, trace, credential.user_id)
         self._events_committed()
+        return self._token_pair(credential.user_id, session_id, refresh_token)
+
+    def _token_pair(self, user_id: str, session_id: str, refresh_token: str) -> TokenPair:
         access_token, ttl = self._keys.sign(
-            {"iss": self._tokens.issuer, "aud": self._tokens.audience, "sub": credential.user_id, "sid": session_id},
+            {"iss": self._tokens.issuer, "aud": self._tokens.audience, "sub": user_id, "sid": session_id},
             self._tokens.ttl,
         )
         return TokenPair(access_token=access_token, refresh_token=refresh_token, expires_in=ttl)
@@ -272,6 +360,318 @@ class AuthService:
             failed = LoginFailed(user_id=user_id, reason="invalid_password", user_agent=cmd.user_agent, ip=cmd.ip)
             self._emit(session, failed, trace, user_id)
         self._events_committed()
+
+    def _live(self, row: SessionRow, now: datetime) -> bool:
+        return row.revoked_at is None and row.last_used_at > now - timedelta(seconds=self._tokens.refresh_ttl)
+
+    async def refresh(self, cmd: RefreshTokens, trace: Trace, command_id: str) -> TokenPair:
+        """A new pair for a live session's current refresh token, which is spent by it.
+
+        A spent token presented again revokes its session: either the client or a thief
+        holds a copy, and the server cannot tell which one is the user, so neither keeps it.
+        """
+        presented = _hash_token(cmd.refresh_token)
+        refresh_token = secrets.token_urlsafe(32)
+        now = _now()
+        rotated: SessionRow | None = None
+        stolen_from: str | None = None
+        robbed: str | None = None
+        async with self._sessions() as session, session.begin():
+            row = (await session.exec(select(SessionRow).where(SessionRow.refresh_token_hash == presented))).first()
+            if row is not None and self._live(row, now):
+                # Conditional, so that of two refreshes racing with one token exactly one wins.
+                result: CursorResult[Any] = await session.exec(
+                    update(SessionRow)
+                    .where(
+                        col(SessionRow.id) == row.id,
+                        col(SessionRow.refresh_token_hash) == presented,
+                        col(SessionRow.revoked_at).is_(None),
+                    )
+                    .values(
+                        refresh_token_hash=_hash_token(refresh_token),
+                        last_used_at=now,
+                        user_agent=cmd.user_agent or row.user_agent,
+                        ip=cmd.ip or row.ip,
+                    )
+                )
+                if result.rowcount == 1:
+                    session.add(
+                        SpentRefreshToken(token_hash=presented, session_id=row.id, spent_at=now, spent_by=command_id)
+                    )
+                    rotated = row
+                else:
+                    stolen_from = row.id  # the other refresh won: this copy of the token is spent
+            elif row is None:
+                spent = await session.get(SpentRefreshToken, presented)
+                if spent is not None and spent.spent_by != command_id:
+                    stolen_from = spent.session_id
+                # spent_by == command_id: this very command, delivered again after it rotated
+                # the token. Not a theft; its first reply has gone, and holds a token only
+                # its hash was kept of, so it cannot be sent again: refused, nothing revoked.
+            if stolen_from is not None:
+                victim = (
+                    await session.exec(
+                        select(SessionRow).where(SessionRow.id == stolen_from).execution_options(populate_existing=True)
+                    )
+                ).first()
+                if victim is not None:
+                    robbed = victim.user_id
+                    if victim.revoked_at is None:
+                        self._revoke(session, victim, RevocationReason.REFRESH_REUSE, trace, now)
+        if robbed is not None:
+            self._events_committed()
+            await self._announce_revocations(robbed)
+        if rotated is None:
+            raise InvalidCredentials(REFRESH_REFUSED)
+        return self._token_pair(rotated.user_id, rotated.id, refresh_token)
+
+    def _revoke(
+        self, session: AsyncSession, row: SessionRow, reason: RevocationReason, trace: Trace, now: datetime
+    ) -> None:
+        row.revoked_at = now
+        row.revoked_reason = reason.value
+        session.add(row)
+        revoked = SessionRevoked(user_id=row.user_id, session_id=row.id, reason=reason.value)
+        self._emit(session, revoked, trace, row.user_id)
+
+    async def _revoke_all(
+        self,
+        session: AsyncSession,
+        user_id: str,
+        reason: RevocationReason,
+        trace: Trace,
+        now: datetime,
+        *,
+        keep: str | None = None,
+    ) -> None:
+        """Revoke the user's live sessions, but ``keep``."""
+        rows = await session.exec(
+            select(SessionRow).where(
+                SessionRow.user_id == user_id,
+                col(SessionRow.revoked_at).is_(None),
+                SessionRow.last_used_at > now - timedelta(seconds=self._tokens.refresh_ttl),
+            )
+        )
+        for row in rows.all():
+            if row.id != keep:
+                self._revoke(session, row, reason, trace, now)
+
+    async def _announce_revocations(self, user_id: str) -> None:
+        """Tell the gateway every revoked session of the user whose access tokens may still be valid.
+
+        All of them, not only those just revoked: a command delivered again after a
+        failure here repairs what the first delivery could not write.
+        """
+        now = _now()
+        keep_for = timedelta(seconds=self._tokens.ttl + REVOCATION_MARGIN)
+        async with self._sessions() as session:
+            rows = await session.exec(
+                select(SessionRow).where(
+                    SessionRow.user_id == user_id,
+                    col(SessionRow.revoked_at).is_not(None),
+                    SessionRow.last_used_at > now - keep_for,
+                )
+            )
+            # The session's newest access token was signed when it was last used.
+            revocations = [
+                Revocation(
+                    row.id, math.ceil((row.last_used_at + keep_for - now).total_seconds()), row.revoked_reason or ""
+                )
+                for row in rows.all()
+            ]
+        if revocations:
+            await self._sessions_revoked(revocations)
+
+    async def logout(self, cmd: LogOut, trace: Trace) -> Done:
+        """End the caller's session; ending an ended session changes nothing."""
+        await self._end_session(cmd.user_id, cmd.session_id, RevocationReason.LOGOUT, trace)
+        return Done()
+
+    async def revoke_session(self, cmd: RevokeSession, trace: Trace) -> Done:
+        """End one of the user's own sessions; NotFound for another user's or an unknown one."""
+        await self._end_session(cmd.user_id, cmd.session_id, RevocationReason.REVOKED, trace)
+        return Done()
+
+    async def _end_session(self, user_id: str, session_id: str, reason: RevocationReason, trace: Trace) -> None:
+        async with self._sessions() as session, session.begin():
+            row = await session.get(SessionRow, session_id)
+            # Another user's session is reported exactly like one that does not exist.
+            if row is None or row.user_id != user_id:
+                raise NotFound("No such session.")
+            revoked = row.revoked_at is None
+            if revoked:
+                self._revoke(session, row, reason, trace, _now())
+        if revoked:
+            self._events_committed()
+        await self._announce_revocations(user_id)
+
+    async def list_sessions(self, cmd: ListSessions) -> SessionList:
+        """The user's live sessions, most recently used first."""
+        now = _now()
+        async with self._sessions() as session:
+            rows = await session.exec(
+                select(SessionRow)
+                .where(
+                    SessionRow.user_id == cmd.user_id,
+                    col(SessionRow.revoked_at).is_(None),
+                    SessionRow.last_used_at > now - timedelta(seconds=self._tokens.refresh_ttl),
+                )
+                .order_by(col(SessionRow.last_used_at).desc(), col(SessionRow.id))
+            )
+            return SessionList(
+                sessions=tuple(
+                    SessionInfo(
+                        id=row.id,
+                        created_at=row.created_at,
+                        last_used_at=row.last_used_at,
+                        user_agent=row.user_agent,
+                        ip=row.ip,
+                        current=row.id == cmd.session_id,
+                    )
+                    for row in rows.all()
+                )
+            )
+
+    async def _handled(self, command_id: str, reply: type[ReplyT]) -> ReplyT | None:
+        """The reply a command got when it was handled before, if it was."""
+        async with self._sessions() as session:
+            row = await session.get(HandledCommand, command_id)
+        return reply.model_validate_json(row.reply) if row is not None else None
+
+    async def _once(self, command_id: str, effect: Callable[[AsyncSession], Awaitable[None]]) -> Done:
+        """Run ``effect`` in a transaction that records the command id with its reply.
+
+        The record goes first, so a twin delivery running at the same time fails on its
+        primary key (after this one commits) and answers with this one's reply.
+        """
+        reply = Done()
+        try:
+            async with self._sessions() as session, session.begin():
+                session.add(
+                    HandledCommand(command_id=command_id, type=type(reply).__name__, reply=reply.model_dump_json())
+                )
+                await session.flush()
+                await effect(session)
+        except IntegrityError:
+            if (first := await self._handled(command_id, Done)) is not None:
+                return first
+            raise
+        self._events_committed()
+        return reply
+
+    async def change_password(self, cmd: ChangePassword, trace: Trace, command_id: str) -> Done:
+        """Set a new password if the current one is right; the user's other sessions end.
+
+        Once per command id: a redelivered command answers as the first delivery did.
+        """
+        if (first := await self._handled(command_id, Done)) is not None:
+            return first
+        async with self._sessions() as session:
+            credential = await session.get(Credential, cmd.user_id)
+        stored = credential.password_hash if credential and credential.status == CredentialStatus.ACTIVE else None
+        valid, _ = await self._hasher.verify(cmd.current_password, stored)
+        if not valid or stored is None:
+            raise WrongPassword("The current password is wrong.")
+        new_hash = await self._hasher.hash(cmd.new_password)
+
+        async def change(session: AsyncSession) -> None:
+            now = _now()
+            # Only over the hash just verified: a reset meanwhile makes the proof stale.
+            result: CursorResult[Any] = await session.exec(
+                update(Credential)
+                .where(col(Credential.user_id) == cmd.user_id, col(Credential.password_hash) == stored)
+                .values(password_hash=new_hash, updated_at=now)
+            )
+            if result.rowcount != 1:
+                raise WrongPassword("The current password is wrong.")
+            await self._password_set(session, cmd.user_id, trace, now, via_reset=False, keep=cmd.session_id)
+
+        done = await self._once(command_id, change)
+        await self._announce_revocations(cmd.user_id)
+        return done
+
+    async def _password_set(
+        self, session: AsyncSession, user_id: str, trace: Trace, now: datetime, *, via_reset: bool, keep: str | None
+    ) -> None:
+        """What follows a new password: sessions end, reset tokens die, the event."""
+        reason = RevocationReason.PASSWORD_RESET if via_reset else RevocationReason.PASSWORD_CHANGED
+        await self._revoke_all(session, user_id, reason, trace, now, keep=keep)
+        await session.exec(
+            update(PasswordReset)
+            .where(col(PasswordReset.user_id) == user_id, col(PasswordReset.used_at).is_(None))
+            .values(used_at=now)
+        )
+        self._emit(session, PasswordChanged(user_id=user_id, via_reset=via_reset), trace, user_id)
+
+    async def request_password_reset(self, cmd: RequestPasswordReset, trace: Trace, command_id: str) -> Done:
+        """Issue a reset token to an active account's mailer; the same answer for any email.
+
+        A new token replaces the account's earlier ones. Once per command id.
+        """
+        if (first := await self._handled(command_id, Done)) is not None:
+            return first
+        # Made for unknown emails too: the work does not depend on the account existing.
+        token = secrets.token_urlsafe(32)
+        token_hash = _hash_token(token)
+        async with self._sessions() as session:
+            credential = (await session.exec(select(Credential).where(Credential.email == cmd.email))).first()
+        if credential is None or credential.status != CredentialStatus.ACTIVE:
+            return Done()
+        user_id, email = credential.user_id, credential.email
+
+        async def issue(session: AsyncSession) -> None:
+            now = _now()
+            expires_at = now + timedelta(seconds=self._tokens.reset_ttl)
+            await session.exec(
+                update(PasswordReset)
+                .where(col(PasswordReset.user_id) == user_id, col(PasswordReset.used_at).is_(None))
+                .values(used_at=now)
+            )
+            session.add(PasswordReset(token_hash=token_hash, user_id=user_id, created_at=now, expires_at=expires_at))
+            requested = PasswordResetRequested(user_id=user_id, email=email, token=token, expires_at=expires_at)
+            self._emit(session, requested, trace, user_id)
+
+        return await self._once(command_id, issue)
+
+    async def confirm_password_reset(self, cmd: ConfirmPasswordReset, trace: Trace, command_id: str) -> Done:
+        """Set a new password with a valid reset token, which is spent; every session ends.
+
+        Once per command id: a redelivered command answers as the first delivery did.
+        """
+        if (first := await self._handled(command_id, Done)) is not None:
+            return first
+        token_hash = _hash_token(cmd.token)
+        now = _now()
+        async with self._sessions() as session:
+            reset = await session.get(PasswordReset, token_hash)
+        if reset is None or reset.used_at is not None or reset.expires_at <= now:
+            raise InvalidResetToken(RESET_REFUSED)
+        new_hash = await self._hasher.hash(cmd.new_password)
+        user_id = reset.user_id
+
+        async def set_password(session: AsyncSession) -> None:
+            now = _now()
+            # Spend it only if still unspent and unexpired: of two racing uses, one wins.
+            spent: CursorResult[Any] = await session.exec(
+                update(PasswordReset)
+                .where(
+                    col(PasswordReset.token_hash) == token_hash,
+                    col(PasswordReset.used_at).is_(None),
+                    col(PasswordReset.expires_at) > now,
+                )
+                .values(used_at=now)
+            )
+            credential = await session.get(Credential, user_id)
+            if spent.rowcount != 1 or credential is None or credential.status != CredentialStatus.ACTIVE:
+                raise InvalidResetToken(RESET_REFUSED)
+            credential.password_hash = new_hash
+            credential.updated_at = now
+            session.add(credential)
+            await self._password_set(session, user_id, trace, now, via_reset=True, keep=None)
+
+        done = await self._once(command_id, set_password)
+        await self._announce_revocations(user_id)
+        return done
 
     def jwks(self) -> Jwks:
         """The public keys tokens are verified with."""

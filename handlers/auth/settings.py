@@ -20,6 +20,10 @@ class AuthSettings(HandlerSettings):
     token_issuer: str = "busway-auth"
     token_audience: str = "busway"
     access_token_ttl: int = Field(default=900, ge=30, le=86_400, description="Seconds.")
+    refresh_token_ttl: int = Field(
+        default=30 * 86_400, ge=60, le=365 * 86_400, description="Seconds a session lasts after its latest refresh."
+    )
+    password_reset_ttl: int = Field(default=3_600, ge=60, le=86_400, description="Seconds a reset token is valid.")
     signing_key: SecretStr | None = Field(default=None, description="PEM of the Ed25519 private key that signs tokens.")
     signing_keys_dir: Path | None = Field(
         default=None, description="Folder of *.pem signing keys; the newest signs, all verify."

@@ -8,9 +8,12 @@ from typing import Any
 import jwt
 import pytest
 from litestar.exceptions import NotAuthorizedException
+from redis.asyncio import Redis
 
-from gateway.tokens import TokenVerifier, bearer_token
+from bus.settings import BusSettings
+from gateway.tokens import RevokedSessions, TokenVerifier, bearer_token
 from handlers.auth.keys import KeyRing, SigningKey, generate_pem
+from schemas.errors import ErrorCode, ReplyError
 from schemas.replies import Jwks
 
 
@@ -93,3 +96,52 @@ async def test_concurrent_refreshes_share_one_fetch() -> None:
     await asyncio.gather(*(verifier.refresh(force=True) for _ in range(5)))
     assert fetcher.calls == 1
     assert verifier.jwks == ring.jwks()
+
+
+class Revoked:
+    """A stand-in for the Redis set: the sessions given are revoked; records what was asked."""
+
+    def __init__(self, *session_ids: str) -> None:
+        self.session_ids = set(session_ids)
+        self.asked: list[str] = []
+
+    async def __call__(self, session_id: str) -> bool:
+        self.asked.append(session_id)
+        return session_id in self.session_ids
+
+
+async def test_a_revoked_sessions_token_is_refused_and_others_pass() -> None:
+    ring = KeyRing([SigningKey.from_pem(generate_pem())])
+    revoked = Revoked("s-ended")
+    verifier = TokenVerifier(Fetcher(ring), issuer="iss", audience="aud", revoked=revoked)
+    with pytest.raises(NotAuthorizedException) as refused:
+        await verifier.verify(token(ring, sid="s-ended"))
+    assert refused.value.detail == "The session of this access token has ended."
+    assert (await verifier.verify(token(ring, sid="s-live"))).session_id == "s-live"
+    assert revoked.asked == ["s-ended", "s-live"]
+
+
+async def test_only_genuine_tokens_cost_a_revocation_check() -> None:
+    ring = KeyRing([SigningKey.from_pem(generate_pem())])
+    other = KeyRing([SigningKey.from_pem(generate_pem())])
+    revoked = Revoked()
+    verifier = TokenVerifier(Fetcher(ring), issuer="iss", audience="aud", revoked=revoked)
+    for bad in (token(ring, aud="other"), token(other), "garbage"):
+        with pytest.raises(NotAuthorizedException):
+            await verifier.verify(bad)
+    assert revoked.asked == []
+
+
+async def test_an_unreachable_revocation_set_refuses_with_503_not_a_pass() -> None:
+    ring = KeyRing([SigningKey.from_pem(generate_pem())])
+    # Nothing listens on port 1: the check cannot be made.
+    redis = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    try:
+        verifier = TokenVerifier(
+            Fetcher(ring), issuer="iss", audience="aud", revoked=RevokedSessions(redis, BusSettings())
+        )
+        with pytest.raises(ReplyError) as failed:
+            await verifier.verify(token(ring))
+        assert failed.value.reply.code == ErrorCode.UNAVAILABLE
+    finally:
+        await redis.aclose()
