@@ -100,7 +100,15 @@ class ServiceRuntime:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         await self._heartbeat.stop()
-        await self.broker.stop()
+        logger.info("{} stopping: no new messages, finishing the ones in hand", self.service)
+        # FastStream bounds each subscriber's wait by the grace; bound the whole stop too, so a
+        # stuck handler cannot keep the process alive: what it held stays pending for the others.
+        grace = self.consumer.settings.shutdown_grace
+        try:
+            async with asyncio.timeout(2 * grace):
+                await self.broker.stop()
+        except TimeoutError:
+            logger.error("in-flight messages not finished after {:g} s; leaving them to other instances", 2 * grace)
         try:
             released = await self.consumer.release(self.redis)
         except Exception as exc:  # Redis away: the claimers find them later all the same
@@ -116,13 +124,21 @@ class ServiceRuntime:
         logger.info("{} stopped", self.service)
 
 
+def _stopper(stop: asyncio.Event, sig: signal.Signals) -> Callable[[], None]:
+    def received() -> None:
+        logger.info("{} received: stopping gracefully", sig.name)
+        stop.set()
+
+    return received
+
+
 async def serve(runtime: ServiceRuntime) -> None:
     """Run until SIGINT or SIGTERM, then stop gracefully."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, _stopper(stop, sig))
     await runtime.start()
     try:
         await stop.wait()

@@ -108,7 +108,7 @@ async def test_sigterm_under_load_loses_no_request_and_leaves_nothing_unacked(tm
                 await asyncio.sleep(1.5)
                 stopping = cluster.signal("users", 0, signal.SIGTERM)
                 consumer = f"users-{socket.gethostname()}-{stopping.pid}"
-                exit_code = await asyncio.to_thread(stopping.wait, 30)
+                exit_code = await asyncio.to_thread(stopping.wait, 60)
                 await asyncio.sleep(1.0)  # the survivor carries the load alone for a while
                 stop.set()
                 codes = [code for worker in workers for code in await worker]
