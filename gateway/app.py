@@ -43,5 +43,7 @@ def create_app(settings: GatewaySettings | None = None, *, instance: str | None 
     )
     # Outermost, not route middleware: Litestar answers unknown paths (404, 405) before
     # its middleware stack, and those responses need the request id too.
-    app.asgi_handler = request_id_middleware(app.asgi_handler, gateway.metrics)
+    # Inside the request id: a proxied request carries the same X-Request-ID to the monolith.
+    handler = gateway.legacy.wrap(app.asgi_handler) if gateway.legacy is not None else app.asgi_handler
+    app.asgi_handler = request_id_middleware(handler, gateway.metrics)
     return app

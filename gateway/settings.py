@@ -1,11 +1,13 @@
 """The gateway's settings (env prefix ``GATEWAY_``)."""
 
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Self
 
-from pydantic import Field
+from pydantic import AnyHttpUrl, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.settings import BusSettings, Environment
+from gateway.legacy import RouteTableError, load_route_table
 
 
 class GatewaySettings(BaseSettings):
@@ -44,6 +46,29 @@ class GatewaySettings(BaseSettings):
         default=10.0, gt=0, le=3600, description="Seconds an open circuit refuses calls before one probe may pass."
     )
     max_in_flight: int = Field(default=256, ge=1, le=100_000, description="Calls in progress per service, at most.")
+
+    # Strangler fig (docs/migration.md): the monolith behind the gateway, and which routes it keeps.
+    legacy_url: AnyHttpUrl | None = Field(
+        default=None, description="The monolith's base URL; unset: busway answers every route."
+    )
+    routes_file: Path | None = Field(
+        default=None, description="TOML or JSON route table: per method and path, bus or legacy. Read at start."
+    )
+    legacy_timeout: float = Field(default=30.0, gt=0, le=3600, description="Seconds the monolith may take (per read).")
+    legacy_connect_timeout: float = Field(default=5.0, gt=0, le=300, description="Seconds to connect to the monolith.")
+
+    @model_validator(mode="after")
+    def _check_routes_file(self) -> Self:
+        # A broken route table stops the gateway at start with one clear line, not at the first request.
+        if self.routes_file is not None:
+            if self.legacy_url is None:
+                msg = "GATEWAY_ROUTES_FILE is set but GATEWAY_LEGACY_URL is not"
+                raise ValueError(msg)
+            try:
+                load_route_table(self.routes_file)
+            except RouteTableError as exc:
+                raise ValueError(str(exc)) from None
+        return self
 
     def service_timeout(self, service: str) -> float:
         """The deadline of one call to ``service``."""

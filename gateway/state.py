@@ -8,6 +8,7 @@ from loguru import logger
 from redis.asyncio import Redis
 
 from bus.broker import create_redis, instance_id
+from gateway.legacy import LegacyProxy, load_route_table
 from gateway.metrics import GatewayMetrics
 from gateway.resilience import Downstreams, ResilientBusClient
 from gateway.settings import GatewaySettings
@@ -33,6 +34,16 @@ class Gateway:
         self.downstreams = Downstreams(settings, self.metrics)
         self._keys_task: asyncio.Task[None] | None = None
         self._revoked_sessions: RevokedSessions | None = None
+        self.legacy = (
+            LegacyProxy(
+                str(settings.legacy_url),
+                load_route_table(settings.routes_file),
+                timeout=settings.legacy_timeout,
+                connect_timeout=settings.legacy_connect_timeout,
+            )
+            if settings.legacy_url is not None
+            else None
+        )
         self.verifier = TokenVerifier(
             self._fetch_jwks,
             issuer=settings.jwt_issuer,
@@ -91,6 +102,8 @@ class Gateway:
 
     async def stop(self) -> None:
         """Close everything start opened."""
+        if self.legacy is not None:
+            await self.legacy.close()
         if self._keys_task is not None:
             self._keys_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
