@@ -2,18 +2,26 @@
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import urlparse
 
 import redis
 import typer
 from dotenv import dotenv_values
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 
 from bus.settings import BusSettings
 
@@ -207,3 +215,181 @@ def up(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+# ---- import-legacy: the monolith's users, through each service's own import command ------
+
+IMPORT_ORDER = ("users", "auth")
+"""Profiles first: a credential (what lets someone log in) never exists without its profile."""
+
+
+@dataclass
+class _Row:
+    """What each service said about one legacy row."""
+
+    outcomes: dict[str, tuple[str, str | None]] = field(default_factory=dict)
+
+
+def _import_step(service: str, argv: list[str], on_row: Callable[[dict[str, Any]], None], log: Path) -> int:
+    """Run ``python -m handlers.<service> import-legacy ARGV``; its report comes over a pipe, its logs to ``log``."""
+    read_fd, write_fd = os.pipe()
+    with log.open("ab") as log_file:
+        child = subprocess.Popen(
+            [sys.executable, "-m", MODULES[service], "import-legacy", *argv, "--report-fd", str(write_fd)],
+            pass_fds=(write_fd,),
+            stdout=log_file,
+            stderr=log_file,
+            env=_child_env(),
+        )
+        os.close(write_fd)
+        with os.fdopen(read_fd, encoding="utf-8") as report:
+            for line in report:
+                with contextlib.suppress(json.JSONDecodeError):
+                    on_row(json.loads(line))
+        return child.wait()
+
+
+def _fail_step(service: str, status: int, log: Path) -> None:
+    tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+    detail = f": {tail[-1]}" if tail else ""
+    typer.echo(f"busway: importing into {service} failed (exit {status}){detail}", err=True)
+
+
+@app.command("import-legacy")
+def import_legacy(
+    sqlite: Annotated[Path, typer.Option("--sqlite", help="The monolith's SQLite database (opened read-only).")],
+    mapping: Annotated[
+        Path | None,
+        typer.Option(help='JSON naming the legacy table and columns, e.g. {"table": "accounts", "password": "hash"}.'),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be imported; write nothing.")] = False,
+) -> None:
+    """Copy the monolith's users (profiles, emails, created dates, bcrypt hashes) into users and auth.
+
+    Safe to run again: users already imported are skipped, new ones (registered on the
+    monolith since) are added. Settings: USERS_DATABASE_URL, AUTH_DATABASE_URL.
+    """
+    if not sqlite.is_file():
+        raise typer.BadParameter(f"no such file: {sqlite}", param_hint="--sqlite")
+    console = Console(stderr=True)
+    common = [str(sqlite.resolve()), *(["--mapping", str(mapping.resolve())] if mapping else [])]
+    correlation_id = uuid.uuid4().hex
+    rows: dict[str, _Row] = {}
+    with tempfile.TemporaryDirectory(prefix="busway-import-") as folder:
+        log = Path(folder) / "services.log"
+
+        def record(service: str) -> Callable[[dict[str, Any]], None]:
+            def on_row(line: dict[str, Any]) -> None:
+                rows.setdefault(str(line["legacy_id"]), _Row()).outcomes[service] = (line["outcome"], line["reason"])
+
+            return on_row
+
+        # 1. Ask both services first: a user is written only where both sides can take it.
+        for service in IMPORT_ORDER:
+            status = _import_step(service, [*common, "--check"], record(service), log)
+            if status:
+                _fail_step(service, status, log)
+                raise typer.Exit(1)
+        plan = [
+            legacy_id
+            for legacy_id, row in rows.items()
+            if all(row.outcomes.get(s, ("", None))[0] in {"new", "present"} for s in IMPORT_ORDER)
+            and any(row.outcomes[s][0] == "new" for s in IMPORT_ORDER)
+        ]
+        checked = {legacy_id: dict(row.outcomes) for legacy_id, row in rows.items()}
+        # 2. Write: users, then auth; each row one transaction per service, converging on re-runs.
+        done: dict[str, dict[str, tuple[str, str | None]]] = {}
+        failed: str | None = None
+        if plan and not dry_run:
+            only = Path(folder) / "only.txt"
+            only.write_text("\n".join(plan) + "\n")
+            with Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as progress:
+                for service in IMPORT_ORDER:
+                    task = progress.add_task(f"importing into {service}", total=len(plan))
+
+                    def on_row(line: dict[str, Any], service: str = service, task: TaskID = task) -> None:
+                        done.setdefault(str(line["legacy_id"]), {})[service] = (line["outcome"], line["reason"])
+                        progress.advance(task)
+
+                    extra = ["--only", str(only), "--correlation-id", correlation_id]
+                    status = _import_step(service, [*common, *extra], on_row, log)
+                    if status:
+                        _fail_step(service, status, log)
+                        failed = service
+                        break
+    _summarise(console, checked, plan, done, dry_run=dry_run, failed=failed)
+    incomplete = [
+        i
+        for i in plan
+        if not dry_run and any(done.get(i, {}).get(s, ("",))[0] not in {"imported", "present"} for s in IMPORT_ORDER)
+    ]
+    if failed or incomplete:
+        raise typer.Exit(1)
+
+
+def _summarise(
+    console: Console,
+    checked: dict[str, dict[str, tuple[str, str | None]]],
+    plan: list[str],
+    done: dict[str, dict[str, tuple[str, str | None]]],
+    *,
+    dry_run: bool,
+    failed: str | None,
+) -> None:
+    """The summary: imported, skipped, invalid (with reasons), and anything left half way."""
+    planned = set(plan)
+    skipped = [
+        i for i, o in checked.items() if i not in planned and all(o.get(s, ("",))[0] == "present" for s in IMPORT_ORDER)
+    ]
+    invalid: list[tuple[str, str]] = []
+    for legacy_id, outcomes in checked.items():
+        if legacy_id in planned or legacy_id in skipped:
+            continue
+        reasons = sorted(
+            {reason or outcome for outcome, reason in outcomes.values() if outcome in {"invalid", "conflict"}}
+        )
+        invalid.append((legacy_id, ", ".join(reasons) or "refused"))
+    imported = [
+        i for i in plan if all(done.get(i, {}).get(s, ("",))[0] in {"imported", "present"} for s in IMPORT_ORDER)
+    ]
+    incomplete = [] if dry_run else [i for i in plan if i not in imported]
+    table = Table(title="import-legacy" + (" (dry run: nothing written)" if dry_run else ""))
+    table.add_column("outcome")
+    table.add_column("users", justify="right")
+    table.add_row("would import" if dry_run else "imported", str(len(plan) if dry_run else len(imported)))
+    table.add_row("skipped (already imported)", str(len(skipped)))
+    table.add_row("invalid", str(len(invalid)))
+    if incomplete:
+        table.add_row("incomplete", str(len(incomplete)))
+    console.print(table)
+    for legacy_id, reason in sorted(invalid, key=lambda item: _legacy_order(item[0])):
+        console.print(f"  invalid: legacy id {legacy_id}: {reason}")
+    for legacy_id in incomplete:
+        outcomes = done.get(legacy_id, {})
+        state = "; ".join(f"{s}: {outcomes.get(s, ('not reached', None))[0]}" for s in IMPORT_ORDER)
+        console.print(f"  incomplete: legacy id {legacy_id} ({state}); run the import again")
+    if failed:
+        console.print(f"[red]stopped: the {failed} import failed; run the import again to finish[/red]")
+    # The one machine-readable line, on stdout, for scripts.
+    typer.echo(
+        json.dumps(
+            {
+                "imported": 0 if dry_run else len(imported),
+                "would_import": len(plan) if dry_run else 0,
+                "skipped": len(skipped),
+                "invalid": [{"legacy_id": i, "reason": r} for i, r in invalid],
+                "incomplete": incomplete,
+            }
+        )
+    )
+
+
+def _legacy_order(legacy_id: str) -> tuple[int, int | str]:
+    return (0, int(legacy_id)) if legacy_id.isdigit() else (1, legacy_id)

@@ -131,6 +131,32 @@ class UserUpdated(Event):
     changes: dict[str, str]
 
 
+class CredentialImported(Event):
+    """auth took over a user of the legacy monolith: their old bcrypt hash, upgraded at the next login.
+
+    Emitted by ``busway import-legacy``, never by a registration; ``user_id`` is derived
+    from ``legacy_id``, so re-running the import emits nothing new.
+    """
+
+    user_id: str
+    legacy_id: str
+    email: str
+
+
+class UserImported(Event):
+    """users created the profile of a user of the legacy monolith (``busway import-legacy``).
+
+    Not a ``UserCreated``: no registration saga ran, and subscribers that greet new users
+    should not greet someone who has had an account for years.
+    """
+
+    user_id: str
+    legacy_id: str
+    email: str
+    display_name: str
+    created_at: datetime
+
+
 EVENT_TYPES: Final[dict[str, tuple[type[Event], int]]] = {
     cls.__name__: (cls, 1)
     for cls in (
@@ -145,6 +171,8 @@ EVENT_TYPES: Final[dict[str, tuple[type[Event], int]]] = {
         UserCreated,
         UserCreationFailed,
         UserUpdated,
+        CredentialImported,
+        UserImported,
     )
 }
 """Every event type: name -> (payload model, schema version)."""
@@ -161,5 +189,7 @@ EVENT_STREAMS: Final[dict[str, str]] = {
     "UserCreated": EVENTS_USERS,
     "UserCreationFailed": EVENTS_USERS,
     "UserUpdated": EVENTS_USERS,
+    "CredentialImported": EVENTS_AUTH,
+    "UserImported": EVENTS_USERS,
 }
 """Every event type: name -> the stream its producer appends it to (``events.<producer>``)."""
