@@ -373,7 +373,9 @@ def _summarise(
         console.print(f"  invalid: legacy id {legacy_id}: {reason}")
     for legacy_id in incomplete:
         outcomes = done.get(legacy_id, {})
-        state = "; ".join(f"{s}: {outcomes.get(s, ('not reached', None))[0]}" for s in IMPORT_ORDER)
+        state = "; ".join(
+            f"{s}: {' '.join(filter(None, outcomes.get(s, ('not reached', None))))}" for s in IMPORT_ORDER
+        )
         console.print(f"  incomplete: legacy id {legacy_id} ({state}); run the import again")
     if failed:
         console.print(f"[red]stopped: the {failed} import failed; run the import again to finish[/red]")

@@ -205,3 +205,27 @@ async def test_a_mapping_file_reads_other_column_names(system: System, tmp_path:
         "/v1/auth/login", json={"email": f"mapped-{base}@example.com", "password": "mapped-pw-1"}
     )
     assert login.status_code == 200, login.text
+
+
+async def test_an_import_stopped_half_way_is_finished_by_running_it_again(system: System, tmp_path: Path) -> None:
+    base = random.randrange(1, 10**9) * 100
+    email = f"halfway-{base}@example.com"
+    legacy = tmp_path / "legacy.db"
+    legacy_database(legacy, [(base + 1, "halfway", email, bcrypt_hash("halfway-pw-1"), "2019-09-09")])
+    # The users step ran, then the import died before auth: a profile, no credential.
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "handlers.users", "import-legacy", str(legacy),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={"USERS_DATABASE_URL": system.databases.users_url, "BUSWAY_ENV": "test", "PATH": ""},
+    )  # fmt: skip
+    out, err = await child.communicate()
+    assert child.returncode == 0, err.decode()
+    assert json.loads(out.decode().strip().splitlines()[-1])["outcome"] == "imported"
+    refused = await system.http.post("/v1/auth/login", json={"email": email, "password": "halfway-pw-1"})
+    assert refused.status_code == 401  # no credential: the user cannot log in to half an account
+
+    status, summary, report = await import_legacy(system, legacy)
+    assert status == 0, report
+    assert (summary["imported"], summary["skipped"], summary["incomplete"]) == (1, 0, [])
+    login = await system.http.post("/v1/auth/login", json={"email": email, "password": "halfway-pw-1"})
+    assert login.status_code == 200, login.text
