@@ -23,6 +23,7 @@ from bus import wire
 from bus.correlation import current_correlation_id, new_id
 from bus.pipelining import Autopipeline
 from bus.settings import BusSettings
+from bus.signing import wire_payload
 from schemas import envelope
 from schemas.envelope import (
     CAUSATION_ID,
@@ -66,6 +67,8 @@ class BusClient:
         self._pipeline = Autopipeline(redis)
         self._producer = producer
         self._settings = settings
+        self._signer = settings.signer(producer)
+        self._verifier = settings.verifier()
         self.inbox = settings.name(f"{INBOX_PREFIX}{instance}")
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._reader: asyncio.Task[None] | None = None
@@ -105,6 +108,18 @@ class BusClient:
 
     def _deliver(self, data: bytes) -> None:
         payload, headers = wire.decode(data)
+        problem = self._verifier.verify(headers, wire_payload(payload, headers))
+        if problem is not None:
+            # Anyone who can PUBLISH to the inbox could answer in a service's name: only a
+            # reply signed by its producer's key resolves a request.
+            logger.warning(
+                "ignored a reply on {} ({}) from producer {!r}, message id {}",
+                self.inbox,
+                problem,
+                headers.get(PRODUCER),
+                headers.get(MESSAGE_ID),
+            )
+            return
         key = headers.get(REPLY_KEY) or headers.get(CAUSATION_ID)
         future = self._pending.get(key) if key else None
         if future is None or future.done():
@@ -148,7 +163,7 @@ class BusClient:
             DEADLINE: str(int((now + (timeout or self._settings.request_timeout)) * 1000)),
             **(headers or {}),
         }
-        entry = wire.encode(envelope, command.__pydantic_serializer__.to_json(command))
+        entry = wire.encode(envelope, command.__pydantic_serializer__.to_json(command), signer=self._signer)
         name, maxlen = self._settings.name(stream), self._settings.command_stream_maxlen
 
         def queue(pipe: Pipeline) -> None:

@@ -1,8 +1,8 @@
 """The gateway's settings (env prefix ``GATEWAY_``)."""
 
-from typing import Annotated
+from typing import Annotated, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.settings import BusSettings, Environment
@@ -44,6 +44,12 @@ class GatewaySettings(BaseSettings):
         default=10.0, gt=0, le=3600, description="Seconds an open circuit refuses calls before one probe may pass."
     )
     max_in_flight: int = Field(default=256, ge=1, le=100_000, description="Calls in progress per service, at most.")
+
+    @model_validator(mode="after")
+    def _production_needs_bus_keys(self) -> Self:
+        if self.environment == "production" and (problem := self.bus.missing_keys()) is not None:
+            raise ValueError(problem)
+        return self
 
     def service_timeout(self, service: str) -> float:
         """The deadline of one call to ``service``."""
