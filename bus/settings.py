@@ -117,31 +117,33 @@ class BusSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _no_development_keys_in_production(self) -> Self:
-        if self.environment != "production":
-            return self
+        if self.environment == "production" and (problem := self._key_problem()) is not None:
+            raise ValueError(problem)
+        return self
+
+    def _key_problem(self) -> str | None:
         if self.signing_key is not None:
             key = self.signing_key.get_secret_value()
             if key.startswith(DEVELOPMENT_KEY_PREFIX):
-                msg = "BUS_SIGNING_KEY is a development key; set a secret one in production"
-                raise ValueError(msg)
+                return "BUS_SIGNING_KEY is a development key; set a secret one in production"
             if len(key) < MIN_KEY_LENGTH:
-                msg = f"BUS_SIGNING_KEY must be at least {MIN_KEY_LENGTH} characters in production"
-                raise ValueError(msg)
+                return f"BUS_SIGNING_KEY must be at least {MIN_KEY_LENGTH} characters in production"
         for service, keys in self.trusted_keys.items():
             if any(key.startswith(DEVELOPMENT_KEY_PREFIX) for key in keys):
-                msg = f"BUS_TRUSTED_KEYS holds a development key of {service}; set secret ones in production"
-                raise ValueError(msg)
-        return self
+                return f"BUS_TRUSTED_KEYS holds a development key of {service}; set secret ones in production"
+        return None
 
-    def missing_keys(self) -> str | None:
-        """Why a service cannot start with these settings (production without keys), or None."""
-        if self.environment != "production":
-            return None
+    def production_problem(self) -> str | None:
+        """Why a service cannot run in production with these keys (missing, or development ones), or None.
+
+        Services check this when ``BUSWAY_ENV=production``; tools that only read the bus
+        (inspecting streams, replaying stored messages) need no key of their own.
+        """
         if self.signing_key is None:
             return "BUS_SIGNING_KEY (or BUS_SIGNING_KEY_FILE) must be set in production"
         if not self.trusted_keys:
             return "BUS_TRUSTED_KEYS (or BUS_TRUSTED_KEYS_DIR) must be set in production"
-        return None
+        return self._key_problem()
 
     def signer(self, service: str) -> Signer:
         """What signs the messages ``service`` publishes: its key, or its development key."""

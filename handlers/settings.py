@@ -35,7 +35,7 @@ class HandlerSettings(BaseSettings):
                 prefix = str(self.model_config.get("env_prefix", ""))
                 msg = f"{prefix}{name.upper()} uses a development password; set a secret one in production"
                 raise ValueError(msg)
-        problem = self.bus.missing_keys()
+        problem = self.bus.production_problem()
         if problem is not None:
             raise ValueError(problem)
         return self

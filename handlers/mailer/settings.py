@@ -73,7 +73,7 @@ class MailerSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_bus_keys(self) -> Self:
-        if self.environment == "production" and (problem := self.bus.missing_keys()) is not None:
+        if self.environment == "production" and (problem := self.bus.production_problem()) is not None:
             raise ValueError(problem)
         return self
 
