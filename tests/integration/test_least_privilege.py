@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pytest
@@ -72,7 +73,8 @@ async def test_the_users_service_reads_its_own_streams_and_not_auths(as_user: di
     await admin.xadd(f"{PREFIX}users.get", {"__data__": "{}"})
     for stream in (f"{PREFIX}users.get", f"{PREFIX}events.auth"):
         await users.xgroup_create(stream, "users", id="0", mkstream=True)
-        [[_, entries]] = await users.xreadgroup("users", "users-1", {stream: ">"}, count=10)
+        read: Any = await users.xreadgroup("users", "users-1", {stream: ">"}, count=10)
+        [[_, entries]] = read
         assert entries
         assert await users.xack(stream, "users", *[entry_id for entry_id, _ in entries]) == len(entries)
     assert await users.xadd(f"{PREFIX}events.users", {"__data__": "{}"})
