@@ -192,6 +192,7 @@ def test_a_service_started_in_production_with_development_keys_says_which_and_ex
 
 def test_the_signature_spec_in_the_docs_matches_the_code() -> None:
     """docs/wire-format.md#signatures, implemented from the spec alone, agrees with bus.signing."""
+
     def sign(message: dict[str, Any], payload: bytes, key: str) -> str:
         h = message.get("headers", {})
         values = [
