@@ -71,6 +71,7 @@ class BusClient:
         self._verifier = settings.verifier()
         self.inbox = settings.name(f"{INBOX_PREFIX}{instance}")
         self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._producers: dict[str, str] = {}
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -89,6 +90,7 @@ class BusClient:
             if not future.done():
                 future.cancel()
         self._pending.clear()
+        self._producers.clear()
 
     async def _read(self) -> None:
         while True:
@@ -125,17 +127,34 @@ class BusClient:
         if future is None or future.done():
             logger.debug("reply nobody waits for: {}", key)
             return
+        expected = self._producers.get(key) if key else None
+        if expected is not None and headers.get(PRODUCER) != expected:
+            # Validly signed, by the wrong service: another service may not answer for this one.
+            logger.warning(
+                "ignored a reply from {!r} to a request to {}, message id {}",
+                headers.get(PRODUCER),
+                expected,
+                headers.get(MESSAGE_ID),
+            )
+            return
         future.set_result((payload, headers))
 
-    def expect(self, key: str) -> "asyncio.Future[Reply]":
-        """A future for the message whose reply key is ``key``; drop it with :meth:`forget`."""
+    def expect(self, key: str, producer: str | None = None) -> "asyncio.Future[Reply]":
+        """A future for the message whose reply key is ``key``; drop it with :meth:`forget`.
+
+        ``producer``: only a reply from that service resolves it (``request`` passes the
+        service that owns the command stream).
+        """
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
+        if producer is not None:
+            self._producers[key] = producer
         return future
 
     def forget(self, key: str) -> None:
         """Stop waiting for ``key``."""
         self._pending.pop(key, None)
+        self._producers.pop(key, None)
 
     async def send(
         self,
@@ -192,7 +211,8 @@ class BusClient:
         """Send ``command`` and return its typed result; raise ReplyError on an error reply."""
         timeout = timeout or self._settings.request_timeout
         message_id = new_id()
-        future = self.expect(message_id)
+        # Commands go to <service>.<command>: only <service> may answer.
+        future = self.expect(message_id, producer=stream.partition(".")[0])
         try:
             await self.send(stream, command, timeout=timeout, message_id=message_id)
             return await self.wait(future, result, timeout=timeout, what=stream)

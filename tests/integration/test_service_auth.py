@@ -142,13 +142,15 @@ async def test_a_known_service_not_on_the_allow_list_gets_a_forbidden_reply(syst
 async def test_the_gateway_ignores_forged_replies(system: System) -> None:
     bus = gateway_of(system.app.state).bus
     key = new_id()
-    future = bus.expect(key)
+    future = bus.expect(key, producer="users")
     try:
         headers = {"id": new_id(), "type": "Pong", "correlation_id": "c", "causation_id": key, "producer": "users"}
         forged = b'{"service":"forged"}'
         await system.redis.publish(bus.inbox, wire.encode(headers, forged))
         await system.redis.publish(bus.inbox, wire.encode(headers, forged, signer=Signer("users", "stolen? no" * 4)))
         await system.redis.publish(bus.inbox, wire.encode(headers, forged, signer=signer_as("mailer")))  # not users'
+        by_mailer = {**headers, "producer": "mailer"}  # validly signed, but users was asked
+        await system.redis.publish(bus.inbox, wire.encode(by_mailer, forged, signer=signer_as("mailer")))
         await system.redis.publish(bus.inbox, wire.encode(headers, b'{"service":"users"}', signer=signer_as("users")))
         assert await BusClient.wait(future, Pong, timeout=5, what="ping") == Pong(service="users")
     finally:
