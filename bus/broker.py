@@ -50,7 +50,10 @@ def create_broker(
     key, and it handles a message on a stream of ``roles`` only from a producer allowed
     there, with a valid signature (docs/security.md).
     """
-    signer = settings.signer(service)
+    # A subscriber of one's own may run in production without a key: it publishes nothing
+    # anyone would accept then, but it need not sign to read (services require a key).
+    keyless = settings.environment == "production" and settings.signing_key is None
+    signer = None if keyless else settings.signer(service)
     message_format = type(f"{service.title()}EnvelopeFormat", (JsonEnvelopeFormat,), {"signer": signer})
     middleware = middleware_for(
         service, roles, outage=outage, metrics=metrics, signer=signer, verifier=settings.verifier()
