@@ -13,7 +13,7 @@ import pydantic
 import pytest
 
 from bus import wire
-from bus.broker import Consumer
+from bus.broker import Consumer, producer_of_events
 from bus.process import settings_error
 from bus.settings import BusSettings
 from bus.signing import SIGNED_FIELDS, Signer, Verifier, development_key, wire_payload
@@ -107,6 +107,7 @@ def test_a_replay_stream_allows_what_its_stream_allows() -> None:
     consumer.allowed["p:events.auth"] = frozenset({"auth"})
     assert consumer.allowed_producers("p:replay.users.events.auth") == frozenset({"auth"})
     assert consumer.allowed_producers("p:events.users") is None
+    assert producer_of_events("replay.users.events.auth") == producer_of_events("events.auth") == "auth"
 
 
 def test_keys_are_read_from_files(tmp_path: Path) -> None:
