@@ -24,7 +24,7 @@ EVENTS_PREFIX = "events."
 
 
 def producer_of_events(base: str) -> str:
-    """The service that produces the events of stream ``base`` (``events.auth``, ``replay.<group>.events.auth``: auth)."""
+    """The producer of stream ``base``'s events (``events.auth``, ``replay.<group>.events.auth``: auth)."""
     if base.startswith(REPLAY_PREFIX):
         base = base.removeprefix(REPLAY_PREFIX).partition(".")[2]
     return base.removeprefix(EVENTS_PREFIX).partition(".")[0]
