@@ -2,7 +2,7 @@
 
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -18,6 +18,16 @@ from bus.middleware import CLAIMED, StreamRoles, middleware_for
 from bus.settings import BusSettings
 from bus.wire import JsonEnvelopeFormat
 from schemas.streams import dead_letters
+
+REPLAY_PREFIX = "replay."
+EVENTS_PREFIX = "events."
+
+
+def producer_of_events(base: str) -> str:
+    """The producer of stream ``base``'s events (``events.auth``, ``replay.<group>.events.auth``: auth)."""
+    if base.startswith(REPLAY_PREFIX):
+        base = base.removeprefix(REPLAY_PREFIX).partition(".")[2]
+    return base.removeprefix(EVENTS_PREFIX).partition(".")[0]
 
 
 def instance_id(service: str) -> str:
@@ -38,12 +48,22 @@ def create_broker(
     ``roles`` (a service's Consumer) says which streams carry commands (the middleware
     replies and acks them) and which carry secrets (deleted once handled). ``outage``
     recognises failures of the service's own store (see ``middleware_for``); ``metrics``
-    counts every message handled.
+    counts every message handled. Everything it publishes is signed with ``service``'s
+    key, and it handles a message on a stream of ``roles`` only from a producer allowed
+    there, with a valid signature (docs/security.md).
     """
+    # A subscriber of one's own may run in production without a key: it publishes nothing
+    # anyone would accept then, but it need not sign to read (services require a key).
+    keyless = settings.environment == "production" and settings.signing_key is None
+    signer = None if keyless else settings.signer(service)
+    message_format = type(f"{service.title()}EnvelopeFormat", (JsonEnvelopeFormat,), {"signer": signer})
+    middleware = middleware_for(
+        service, roles, outage=outage, metrics=metrics, signer=signer, verifier=settings.verifier()
+    )
     return RedisBroker(
         settings.redis_url,
-        message_format=JsonEnvelopeFormat,
-        middlewares=[middleware_for(service, roles, outage=outage, metrics=metrics)],
+        message_format=message_format,
+        middlewares=[middleware],
         logger=stdlib_logger(service),
         graceful_timeout=settings.shutdown_grace,
     )
@@ -91,36 +111,49 @@ class Consumer:
     command_streams: set[str] = field(default_factory=set)
     event_streams: set[str] = field(default_factory=set)
     secret_streams: set[str] = field(default_factory=set)
+    allowed: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Stream -> the producers whose messages on it are handled."""
 
     @property
     def max_deliveries(self) -> int:
         """Deliveries of an event before it moves to its dead-letter stream."""
         return self.settings.max_deliveries
 
-    def command(self, broker: RedisBroker, base: str, *, secret: bool = False) -> Callable[[Handler], Handler]:
+    def command(
+        self, broker: RedisBroker, base: str, *, allow: Collection[str] = ("gateway",), secret: bool = False
+    ) -> Callable[[Handler], Handler]:
         """Subscribe a command handler to ``base``: its return value is the reply.
 
-        The bus middleware publishes the reply and acks the entry in one round trip
-        (hence no FastStream reply and manual acks here); see ``stream`` for ``secret``.
+        ``allow``: the services that may send it (their messages are signed); from any other
+        sender the command is refused, logged and acked unhandled. The bus middleware
+        publishes the reply and acks the entry in one round trip (hence no FastStream reply
+        and manual acks here); see ``stream`` for ``secret``.
         """
         stream = self.stream(base, secret=secret)
         self.command_streams.add(stream.name)
+        self.allowed[stream.name] = frozenset(allow)
         options: dict[str, Any] = {"no_reply": True, "ack_policy": AckPolicy.MANUAL}
         return _registering(
             broker.subscriber(stream=stream, max_workers=self.settings.max_workers, **options),
             broker.subscriber(stream=self.claimer(stream), parser=_mark_claimed, **options),
         )
 
-    def events(self, broker: RedisBroker, base: str) -> Callable[[Handler], Handler]:
+    def events(
+        self, broker: RedisBroker, base: str, *, allow: Collection[str] | None = None
+    ) -> Callable[[Handler], Handler]:
         """Subscribe an event handler to ``base``: one at a time, in stream order, acked on success.
 
-        A failed event stays pending; the claimer hands it to the handler again after
-        ``BUS_CLAIM_IDLE_MS``, until ``BUS_MAX_DELIVERIES`` sends it to ``dlq.<stream>``.
+        ``allow``: the services whose events are handled; default the producer the stream is
+        named after (``events.auth``: auth). An event not signed by one of them is logged
+        and acked unhandled. A failed event stays pending; the claimer hands it to the
+        handler again after ``BUS_CLAIM_IDLE_MS``, until ``BUS_MAX_DELIVERIES`` sends it to
+        ``dlq.<stream>``.
         """
         # One entry per read: events are handled one at a time anyway, and a prefetched
         # batch would age in memory until the claimer hands it out a second time.
         stream = self.stream(base, max_records=1)
         self.event_streams.add(stream.name)
+        self.allowed[stream.name] = frozenset(allow if allow is not None else (producer_of_events(base),))
         return _registering(
             broker.subscriber(stream=stream, no_reply=True),
             broker.subscriber(stream=self.claimer(stream), no_reply=True, parser=_mark_claimed),
@@ -157,6 +190,21 @@ class Consumer:
             max_records=max_records or self.settings.max_records,
             polling_interval=self.settings.polling_interval_ms,
         )
+
+    def allowed_producers(self, stream: str) -> frozenset[str] | None:
+        """The producers whose messages on ``stream`` are handled.
+
+        A replay stream (``replay.<group>.<stream>``) carries entries of ``stream`` with
+        their original envelopes and signatures: it allows what ``stream`` allows.
+        """
+        allowed = self.allowed.get(stream)
+        if allowed is not None:
+            return allowed
+        base = stream.removeprefix(self.settings.prefix)
+        if base.startswith(REPLAY_PREFIX):
+            original = base.removeprefix(REPLAY_PREFIX).partition(".")[2]
+            return self.allowed.get(self.settings.name(original)) or self.allowed.get(original)
+        return None
 
     def dead_letter_stream(self, stream: str) -> str:
         """``dlq.<stream>``, under this deployment's prefix."""

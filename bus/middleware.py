@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from bus import wire
 from bus.correlation import correlated, current_correlation_id, new_id
 from bus.metrics import HandlerMetrics
+from bus.signing import Signer, Verifier, wire_payload
 from schemas.envelope import (
     CAUSATION_ID,
     CORRELATION_ID,
@@ -27,6 +28,7 @@ from schemas.envelope import (
     MESSAGE_ID,
     OCCURRED_AT,
     PRODUCER,
+    REPLY_TO,
     TYPE,
 )
 from schemas.errors import ErrorCode, ErrorDetail, ErrorReply, ReplyError
@@ -70,6 +72,10 @@ class StreamRoles(Protocol):
         """Where the entries of ``stream`` that keep failing go."""
         ...
 
+    def allowed_producers(self, stream: str) -> Collection[str] | None:
+        """The services whose messages on ``stream`` are handled; None: not a stream of this service."""
+        ...
+
 
 _consumed_id: ContextVar[str | None] = ContextVar("busway_consumed_message_id", default=None)
 
@@ -103,12 +109,27 @@ def deadline_passed(headers: dict[str, Any], now_ms: float | None = None) -> boo
     return (now_ms if now_ms is not None else time.time() * 1000) > deadline
 
 
+def refusal(verifier: Verifier, allowed: Collection[str], headers: dict[str, Any], body: bytes) -> str | None:
+    """Why a message must not be handled (``unauthenticated: ...``/``forbidden``), or None.
+
+    Its signature must be its producer's, and its producer one of ``allowed``.
+    """
+    problem = verifier.verify(headers, wire_payload(body, headers))
+    if problem is not None:
+        return f"unauthenticated: {problem}"
+    if headers.get(PRODUCER) not in allowed:
+        return "forbidden"
+    return None
+
+
 class BusMiddleware(BaseMiddleware):
     """Every message in and out of a busway process goes through this."""
 
     service: ClassVar[str] = "unknown"
     roles: ClassVar[StreamRoles | None] = None
     metrics: ClassVar[HandlerMetrics | None] = None
+    signer: ClassVar[Signer | None] = None
+    verifier: ClassVar[Verifier | None] = None
     consumed_id: str | None = None
 
     @staticmethod
@@ -132,6 +153,9 @@ class BusMiddleware(BaseMiddleware):
         is_command = self.roles is not None and stream in self.roles.command_streams
         try:
             with correlated(msg.correlation_id, **fields):
+                refused = self._refused(msg, stream) if is_event or is_command else None
+                if refused is not None:
+                    return await self._refuse(msg, raw, stream, refused, is_command=is_command, started=started)
                 try:
                     if is_event and await self._dead_lettered(msg, raw):
                         outcome = "dead-lettered"
@@ -159,6 +183,50 @@ class BusMiddleware(BaseMiddleware):
             return result
         finally:
             _consumed_id.reset(token)
+
+    def _refused(self, msg: StreamMessage[Any], stream: str) -> str | None:
+        """Why ``msg`` must not be handled here (bad signature, sender not allowed), or None."""
+        if self.verifier is None or self.roles is None:
+            return None
+        allowed = self.roles.allowed_producers(stream)
+        return refusal(self.verifier, allowed or (), msg.headers, msg.body)
+
+    async def _refuse(
+        self,
+        msg: StreamMessage[Any],
+        raw: dict[str, Any],
+        stream: str,
+        reason: str,
+        *,
+        is_command: bool,
+        started: float,
+    ) -> None:
+        """Log and ack a refused message without running its handler.
+
+        An authenticated sender that is not allowed gets a ``forbidden`` reply (a deployment
+        mistake to debug); an unauthenticated one gets nothing: its ``reply_to`` is its own
+        choice, and answering would make this service publish signed messages wherever a
+        forger asks.
+        """
+        logger.warning(
+            "refused a message on {} ({}) from producer {!r}, message id {}",
+            stream,
+            reason,
+            msg.headers.get(PRODUCER),
+            msg.message_id,
+            reply_to=msg.headers.get(REPLY_TO),
+        )
+        outcome = "forbidden" if reason == "forbidden" else "unauthenticated"
+        if self.metrics is not None:
+            self.metrics.handled(stream, outcome, time.perf_counter() - started, redelivered=CLAIMED in msg.headers)
+        if is_command:
+            reply = None
+            if reason == "forbidden":
+                reply = error_response(
+                    ErrorReply(code=ErrorCode.FORBIDDEN, message=f"{msg.headers.get(PRODUCER)} may not send this.")
+                )
+            await self._finish_command(msg, raw, reply, reply_allowed=reply is not None)
+        # An event returns normally: FastStream acks it, and it is never handled.
 
     async def _handle(
         self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any], *, is_command: bool
@@ -251,14 +319,16 @@ class BusMiddleware(BaseMiddleware):
         except Exception as redis_error:  # the failure itself is what matters; log and go on
             logger.warning("could not record the failure: {!r}", redis_error)
 
-    async def _finish_command(self, msg: StreamMessage[Any], raw: dict[str, Any], result: Any) -> None:
+    async def _finish_command(
+        self, msg: StreamMessage[Any], raw: dict[str, Any], result: Any, *, reply_allowed: bool = True
+    ) -> None:
         """Reply, ack, and delete a secret entry: one round trip to Redis."""
         client = getattr(msg, "consumer", None)
         if client is None:
             return
         stream, ids = raw["channel"], raw["message_ids"]
         async with client.pipeline(transaction=False) as pipe:
-            if msg.reply_to:
+            if msg.reply_to and reply_allowed:
                 pipe.publish(msg.reply_to, self._reply(msg, result))
             pipe.xack(stream, getattr(msg, "group", None) or self.service, *ids)
             if self.roles is not None and stream in self.roles.secret_streams:
@@ -285,7 +355,7 @@ class BusMiddleware(BaseMiddleware):
             PRODUCER: self.service,
             **extra,
         }
-        return wire.encode(envelope, payload)
+        return wire.encode(envelope, payload, signer=self.signer)
 
     async def publish_scope(self, call_next: Callable[[PublishCommand], Awaitable[Any]], cmd: PublishCommand) -> Any:
         """Fill in the envelope of everything this process publishes."""
@@ -310,14 +380,24 @@ def middleware_for(
     *,
     outage: Callable[[BaseException], bool] | None = None,
     metrics: HandlerMetrics | None = None,
+    signer: Signer | None = None,
+    verifier: Verifier | None = None,
 ) -> type[BusMiddleware]:
     """The middleware class of one service: stamps ``producer``, replies to and acks its commands.
 
     ``outage`` tells a failure of a store the handler depends on (its database down) from a
     broken handler: a command gets UNAVAILABLE instead of INTERNAL, and an event is retried
     without ever being dead-lettered for it. With ``metrics``, it counts every message it handles.
+    ``signer`` signs its replies; with ``verifier``, a message on one of ``roles``' streams
+    is handled only when signed by a producer that stream allows.
     """
-    attributes: dict[str, Any] = {"service": service, "roles": roles, "metrics": metrics}
+    attributes: dict[str, Any] = {
+        "service": service,
+        "roles": roles,
+        "metrics": metrics,
+        "signer": signer,
+        "verifier": verifier,
+    }
     if outage is not None:
         attributes["outage"] = staticmethod(outage)
     return type(f"{service.title()}BusMiddleware", (BusMiddleware,), attributes)

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from bus import wire
 from bus.settings import BusSettings
+from bus.signing import Signer
 
 OutboxEntry = tuple[str, Mapping[str, Any], bytes]
 """One event ready to publish: its stream (without prefix), envelope headers, JSON payload."""
@@ -39,9 +40,12 @@ class OutboxRelay:
         redis: Redis,
         settings: BusSettings,
         *,
+        signer: Signer,
         batch_size: int = 100,
         interval: float = 1.0,
     ) -> None:
+        """Publish ``store``'s events, each signed by ``signer`` (the producing service's key)."""
+        self._signer = signer
         self._store = store
         self._redis = redis
         self._settings = settings
@@ -76,9 +80,12 @@ class OutboxRelay:
             async with self._store.claim(self._batch_size) as entries:
                 if not entries:
                     return published
+                signer = self._signer
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for stream, headers, payload in entries:
-                        pipe.xadd(self._settings.name(stream), {wire.DATA_FIELD: wire.encode(headers, payload)})
+                        pipe.xadd(
+                            self._settings.name(stream), {wire.DATA_FIELD: wire.encode(headers, payload, signer=signer)}
+                        )
                     await pipe.execute()
                 published += len(entries)
 

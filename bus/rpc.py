@@ -23,6 +23,7 @@ from bus import wire
 from bus.correlation import current_correlation_id, new_id
 from bus.pipelining import Autopipeline
 from bus.settings import BusSettings
+from bus.signing import wire_payload
 from schemas import envelope
 from schemas.envelope import (
     CAUSATION_ID,
@@ -66,8 +67,11 @@ class BusClient:
         self._pipeline = Autopipeline(redis)
         self._producer = producer
         self._settings = settings
+        self._signer = settings.signer(producer)
+        self._verifier = settings.verifier()
         self.inbox = settings.name(f"{INBOX_PREFIX}{instance}")
         self._pending: dict[str, asyncio.Future[Reply]] = {}
+        self._producers: dict[str, str] = {}
         self._reader: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
 
@@ -86,6 +90,7 @@ class BusClient:
             if not future.done():
                 future.cancel()
         self._pending.clear()
+        self._producers.clear()
 
     async def _read(self) -> None:
         while True:
@@ -105,22 +110,51 @@ class BusClient:
 
     def _deliver(self, data: bytes) -> None:
         payload, headers = wire.decode(data)
+        problem = self._verifier.verify(headers, wire_payload(payload, headers))
+        if problem is not None:
+            # Anyone who can PUBLISH to the inbox could answer in a service's name: only a
+            # reply signed by its producer's key resolves a request.
+            logger.warning(
+                "ignored a reply on {} ({}) from producer {!r}, message id {}",
+                self.inbox,
+                problem,
+                headers.get(PRODUCER),
+                headers.get(MESSAGE_ID),
+            )
+            return
         key = headers.get(REPLY_KEY) or headers.get(CAUSATION_ID)
         future = self._pending.get(key) if key else None
         if future is None or future.done():
             logger.debug("reply nobody waits for: {}", key)
             return
+        expected = self._producers.get(key) if key else None
+        if expected is not None and headers.get(PRODUCER) != expected:
+            # Validly signed, by the wrong service: another service may not answer for this one.
+            logger.warning(
+                "ignored a reply from {!r} to a request to {}, message id {}",
+                headers.get(PRODUCER),
+                expected,
+                headers.get(MESSAGE_ID),
+            )
+            return
         future.set_result((payload, headers))
 
-    def expect(self, key: str) -> "asyncio.Future[Reply]":
-        """A future for the message whose reply key is ``key``; drop it with :meth:`forget`."""
+    def expect(self, key: str, producer: str | None = None) -> "asyncio.Future[Reply]":
+        """A future for the message whose reply key is ``key``; drop it with :meth:`forget`.
+
+        ``producer``: only a reply from that service resolves it (``request`` passes the
+        service that owns the command stream).
+        """
         future: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
+        if producer is not None:
+            self._producers[key] = producer
         return future
 
     def forget(self, key: str) -> None:
         """Stop waiting for ``key``."""
         self._pending.pop(key, None)
+        self._producers.pop(key, None)
 
     async def send(
         self,
@@ -148,7 +182,7 @@ class BusClient:
             DEADLINE: str(int((now + (timeout or self._settings.request_timeout)) * 1000)),
             **(headers or {}),
         }
-        entry = wire.encode(envelope, command.__pydantic_serializer__.to_json(command))
+        entry = wire.encode(envelope, command.__pydantic_serializer__.to_json(command), signer=self._signer)
         name, maxlen = self._settings.name(stream), self._settings.command_stream_maxlen
 
         def queue(pipe: Pipeline) -> None:
@@ -177,7 +211,8 @@ class BusClient:
         """Send ``command`` and return its typed result; raise ReplyError on an error reply."""
         timeout = timeout or self._settings.request_timeout
         message_id = new_id()
-        future = self.expect(message_id)
+        # Commands go to <service>.<command>: only <service> may answer.
+        future = self.expect(message_id, producer=stream.partition(".")[0])
         try:
             await self.send(stream, command, timeout=timeout, message_id=message_id)
             return await self.wait(future, result, timeout=timeout, what=stream)

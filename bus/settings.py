@@ -1,12 +1,18 @@
 """Settings every process on the bus shares (env prefix ``BUS_``, plus ``REDIS_URL``)."""
 
-from typing import Literal
+import json
+from pathlib import Path
+from typing import Literal, Self
 from urllib.parse import urlparse
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from bus.signing import DEVELOPMENT_KEY_PREFIX, Signer, Verifier, development_key
+
 Environment = Literal["development", "test", "production"]
+
+MIN_KEY_LENGTH = 32
 
 
 class BusSettings(BaseSettings):
@@ -48,6 +54,24 @@ class BusSettings(BaseSettings):
         default="text", validation_alias=AliasChoices("LOG_FORMAT", "BUS_LOG_FORMAT")
     )
     log_level: str = Field(default="INFO", validation_alias=AliasChoices("LOG_LEVEL", "BUS_LOG_LEVEL"))
+    environment: Environment = Field(default="development", validation_alias="BUSWAY_ENV")
+    signing_key: SecretStr | None = Field(
+        default=None,
+        description="This service's key: it signs every message the service publishes (HMAC-SHA256). "
+        "Default outside production: derived from the service name.",
+    )
+    signing_key_file: Path | None = Field(default=None, description="A file holding BUS_SIGNING_KEY instead.")
+    trusted_keys: dict[str, list[str]] = Field(
+        default_factory=dict,
+        repr=False,
+        description='The keys of the services whose messages are accepted: JSON {"gateway": "key", '
+        '"auth": ["new key", "old key"]}. Outside production a service not listed is checked against its '
+        "development key.",
+    )
+    trusted_keys_dir: Path | None = Field(
+        default=None,
+        description="A folder of trusted keys instead: <service>.key, or <service>.<anything>.key for more than one.",
+    )
 
     @field_validator("redis_url")
     @classmethod
@@ -56,6 +80,83 @@ class BusSettings(BaseSettings):
             msg = "must be a redis://, rediss:// or unix:// URL"
             raise ValueError(msg)
         return url
+
+    @field_validator("trusted_keys", mode="before")
+    @classmethod
+    def _one_or_more_keys(cls, value: object) -> object:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                msg = 'must be a JSON object, {"service": "key" or ["key", ...]}'
+                raise ValueError(msg) from None
+        if isinstance(value, dict):
+            return {service: [keys] if isinstance(keys, str) else keys for service, keys in value.items()}
+        return value
+
+    @model_validator(mode="after")
+    def _load_key_files(self) -> Self:
+        if self.signing_key_file is not None:
+            try:
+                self.signing_key = SecretStr(self.signing_key_file.read_text().strip())
+            except OSError as exc:
+                msg = f"BUS_SIGNING_KEY_FILE cannot be read: {exc.strerror}"
+                raise ValueError(msg) from None
+        if self.trusted_keys_dir is not None:
+            try:
+                files = sorted(self.trusted_keys_dir.glob("*.key"))
+                if not self.trusted_keys_dir.is_dir():
+                    raise NotADirectoryError(20, "not a directory")
+                for file in files:
+                    service = file.name.split(".", 1)[0]
+                    self.trusted_keys.setdefault(service, []).append(file.read_text().strip())
+            except OSError as exc:
+                msg = f"BUS_TRUSTED_KEYS_DIR cannot be read: {exc.strerror}"
+                raise ValueError(msg) from None
+        return self
+
+    @model_validator(mode="after")
+    def _no_development_keys_in_production(self) -> Self:
+        if self.environment == "production" and (problem := self._key_problem()) is not None:
+            raise ValueError(problem)
+        return self
+
+    def _key_problem(self) -> str | None:
+        if self.signing_key is not None:
+            key = self.signing_key.get_secret_value()
+            if key.startswith(DEVELOPMENT_KEY_PREFIX):
+                return "BUS_SIGNING_KEY is a development key; set a secret one in production"
+            if len(key) < MIN_KEY_LENGTH:
+                return f"BUS_SIGNING_KEY must be at least {MIN_KEY_LENGTH} characters in production"
+        for service, keys in self.trusted_keys.items():
+            if any(key.startswith(DEVELOPMENT_KEY_PREFIX) for key in keys):
+                return f"BUS_TRUSTED_KEYS holds a development key of {service}; set secret ones in production"
+        return None
+
+    def production_problem(self) -> str | None:
+        """Why a service cannot run in production with these keys (missing, or development ones), or None.
+
+        Services check this when ``BUSWAY_ENV=production``; tools that only read the bus
+        (inspecting streams, replaying stored messages) need no key of their own.
+        """
+        if self.signing_key is None:
+            return "BUS_SIGNING_KEY (or BUS_SIGNING_KEY_FILE) must be set in production"
+        if not self.trusted_keys:
+            return "BUS_TRUSTED_KEYS (or BUS_TRUSTED_KEYS_DIR) must be set in production"
+        return self._key_problem()
+
+    def signer(self, service: str) -> Signer:
+        """What signs the messages ``service`` publishes: its key, or its development key."""
+        if self.signing_key is not None:
+            return Signer(service, self.signing_key.get_secret_value())
+        if self.environment == "production":
+            msg = "BUS_SIGNING_KEY (or BUS_SIGNING_KEY_FILE) must be set in production"
+            raise ValueError(msg)
+        return Signer(service, development_key(service))
+
+    def verifier(self) -> Verifier:
+        """What checks the signatures of messages received: the trusted keys (development: derived too)."""
+        return Verifier(self.trusted_keys, development=self.environment != "production")
 
     def name(self, base: str) -> str:
         """The full name of a stream, channel or key, with this deployment's prefix."""

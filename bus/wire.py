@@ -16,8 +16,9 @@ from typing import Any, ClassVar
 import msgspec
 from faststream.redis.parser.message import MessageFormat
 
+from bus.signing import Signer
 from schemas import envelope
-from schemas.envelope import ENVELOPE_FIELDS, MESSAGE_ID, SCHEMA_VERSION
+from schemas.envelope import ENVELOPE_FIELDS, MESSAGE_ID, SCHEMA_VERSION, SIGNATURE
 
 DATA_FIELD = envelope.DATA_FIELD
 JSON = "application/json"
@@ -46,8 +47,13 @@ _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(_Wire)
 
 
-def encode(headers: Mapping[str, Any], payload: bytes, content_type: str | None = JSON) -> bytes:
-    """One message as JSON. ``payload`` is JSON already when ``content_type`` says so."""
+def encode(
+    headers: Mapping[str, Any], payload: bytes, content_type: str | None = JSON, *, signer: Signer | None = None
+) -> bytes:
+    """One message as JSON. ``payload`` is JSON already when ``content_type`` says so.
+
+    With ``signer``, the message gets its producer's ``signature`` header (bus.signing).
+    """
     top: dict[str, Any] = {}
     rest: dict[str, str] = {}
     for key, value in headers.items():
@@ -59,10 +65,12 @@ def encode(headers: Mapping[str, Any], payload: bytes, content_type: str | None 
             top[key] = int(value)
         elif key in _TOP_LEVEL:
             top[key] = str(value)
+        elif key == SIGNATURE and signer is not None:
+            continue  # signed afresh below
         else:
             rest[key] = str(value)
     if content_type == JSON and payload:
-        body = msgspec.Raw(payload)
+        raw = payload
     else:
         try:
             text = payload.decode("utf-8")
@@ -70,10 +78,12 @@ def encode(headers: Mapping[str, Any], payload: bytes, content_type: str | None 
             # Bytes that are not text travel as base64, never silently mangled.
             text = base64.b64encode(payload).decode()
             rest[_TRANSFER_ENCODING] = BASE64
-        body = msgspec.Raw(_encoder.encode(text))
+        raw = _encoder.encode(text)
         if payload or content_type:
             rest[_CONTENT_TYPE] = content_type or (BINARY if _TRANSFER_ENCODING in rest else TEXT)
-    return _encoder.encode(_Wire(**top, headers=rest, payload=body))
+    if signer is not None:
+        rest[SIGNATURE] = signer.sign({**top, **rest}, raw)
+    return _encoder.encode(_Wire(**top, headers=rest, payload=msgspec.Raw(raw)))
 
 
 def decode(data: bytes) -> tuple[bytes, dict[str, Any]]:
@@ -110,6 +120,8 @@ class JsonEnvelopeFormat(MessageFormat):
 
     __slots__ = ()
     content_type: ClassVar[str] = JSON
+    signer: ClassVar[Signer | None] = None
+    """Signs everything this format encodes; ``bus.broker.create_broker`` sets it per service."""
 
     @classmethod
     async def encode(
@@ -131,7 +143,7 @@ class JsonEnvelopeFormat(MessageFormat):
             serializer=serializer,
             codec=codec,
         )
-        return encode(msg.headers, msg.data, msg.headers.get(_CONTENT_TYPE))
+        return encode(msg.headers, msg.data, msg.headers.get(_CONTENT_TYPE), signer=cls.signer)
 
     @classmethod
     def parse(cls, data: bytes) -> tuple[bytes, dict[str, Any]]:

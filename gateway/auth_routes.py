@@ -83,8 +83,8 @@ async def register(
 ) -> Response[UserProfile | RegistrationPending]:
     """Run the registration saga and wait a bounded time for its outcome."""
     message_id = new_id()
-    reply = bus.expect(message_id)
-    outcome = bus.expect(outcome_key(message_id))
+    reply = bus.expect(message_id, producer="auth")
+    outcome = bus.expect(outcome_key(message_id), producer="auth")
 
     async def first_reply(timeout: float) -> Registration:
         await bus.send(streams.AUTH_REGISTER, data, message_id=message_id, timeout=timeout)

@@ -70,6 +70,12 @@ class GatewaySettings(BaseSettings):
                 raise ValueError(str(exc)) from None
         return self
 
+    @model_validator(mode="after")
+    def _production_needs_bus_keys(self) -> Self:
+        if self.environment == "production" and (problem := self.bus.production_problem()) is not None:
+            raise ValueError(problem)
+        return self
+
     def service_timeout(self, service: str) -> float:
         """The deadline of one call to ``service``."""
         return self.service_timeouts.get(service, self.bus.request_timeout)

@@ -1,7 +1,10 @@
 """The settings every handler service shares; each service adds its own and its env prefix."""
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from bus.settings import BusSettings, Environment
 from db.engine import DatabaseUrl
@@ -22,7 +25,35 @@ class HandlerSettings(BaseSettings):
     metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint listens on.")
     bus: BusSettings = Field(default_factory=BusSettings)
 
+    @model_validator(mode="after")
+    def _production_secrets(self) -> Self:
+        if self.environment != "production":
+            return self
+        for name in ("database_url", "database_read_url"):
+            url = getattr(self, name, None)
+            if url and development_password(url):
+                prefix = str(self.model_config.get("env_prefix", ""))
+                msg = f"{prefix}{name.upper()} uses a development password; set a secret one in production"
+                raise ValueError(msg)
+        problem = self.bus.production_problem()
+        if problem is not None:
+            raise ValueError(problem)
+        return self
+
     @property
     def migrate_at_start(self) -> bool:
         """Whether the service applies its migrations when it starts."""
         return self.environment != "production" if self.migrate_on_start is None else self.migrate_on_start
+
+
+DEVELOPMENT_PASSWORD_MARK = "dev-password"
+"""deploy/postgres/init.sql and compose.yml's defaults are ``<service>-dev-password``."""
+
+
+def development_password(url: str) -> bool:
+    """Whether a database URL carries one of the development passwords."""
+    try:
+        password = make_url(url).password
+    except Exception:  # an unusable URL is reported by its own validator
+        return False
+    return bool(password) and DEVELOPMENT_PASSWORD_MARK in str(password)

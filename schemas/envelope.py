@@ -21,6 +21,8 @@ PRODUCER: Final = "producer"
 REPLY_TO: Final = "reply_to"
 DEADLINE: Final = "deadline"
 """Unix time in milliseconds after which a command must not be executed."""
+SIGNATURE: Final = "signature"
+"""``v1:<key id>:<hex HMAC-SHA256>`` by the producer's key over the canonical envelope (docs/security.md)."""
 
 ENVELOPE_FIELDS: Final = (
     MESSAGE_ID,
@@ -46,6 +48,10 @@ HEADERS: Final[dict[str, str]] = {
     DEADLINE: (
         "Commands sent by busway's requester: Unix time in milliseconds (a string) after which the "
         "command must not be executed; the handler replies `expired` instead."
+    ),
+    SIGNATURE: (
+        "Every message: `v1:<key id>:<hex>`, the HMAC-SHA256 of the canonical envelope by the producer's key "
+        "(docs/wire-format.md#signatures). Messages without a valid one are refused."
     ),
     REPLY_KEY: (
         "Some replies: the key of the request this message answers, when that is not its `causation_id`. "

@@ -37,6 +37,7 @@ from bus import wire
 from bus.broker import create_redis
 from bus.runtime import ServiceRuntime
 from bus.settings import BusSettings
+from bus.signing import Signer, development_key
 from db.engine import SessionFactory, create_engine, session_factory
 from db.migrations import upgrade_async
 from db.provision import fresh_databases
@@ -63,6 +64,25 @@ IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
 REDIS_URL = os.environ.get("TEST_REDIS_URL") or os.environ.get("REDIS_URL") or "redis://127.0.0.1:6379/0"
 POSTGRES_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
 SIGNING_KEY = generate_pem().decode()
+
+
+def signer_as(producer: str) -> Signer:
+    """What signs as ``producer`` in tests: its development key, which every test system trusts."""
+    return Signer(producer, development_key(producer))
+
+
+def signed(message: dict[str, Any], producer: str | None = None) -> bytes:
+    """``message`` (an envelope as a dict, ``payload`` included) as wire bytes signed by its producer.
+
+    For tests that write raw entries: busway refuses unsigned ones. ``producer`` overrides
+    the message's own.
+    """
+    headers: dict[str, Any] = {key: value for key, value in message.items() if key not in {"headers", "payload"}}
+    headers.update(message.get("headers") or {})
+    if producer is not None:
+        headers["producer"] = producer
+    payload = json.dumps(message.get("payload")).encode()
+    return wire.encode(headers, payload, signer=signer_as(str(headers.get("producer", ""))))
 
 
 def unavailable(what: str) -> None:

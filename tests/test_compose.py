@@ -83,3 +83,15 @@ def test_every_handler_serves_metrics_on_port_9100_of_its_container() -> None:
         assert environment[f"{name.upper()}_METRICS_PORT"] == "9100", name
         assert environment[f"{name.upper()}_METRICS_HOST"] == "0.0.0.0", name
         assert "9100" in services[name]["expose"], name
+
+
+def test_each_service_has_its_own_redis_user_and_signing_key_and_no_development_secret() -> None:
+    services = _services()
+    for name in BUSWAY_SERVICES:
+        environment = services[name]["environment"]
+        assert environment["REDIS_URL"].startswith(f"redis://{name}:${{REDIS_{name.upper()}_PASSWORD:?"), name
+        assert environment["BUS_SIGNING_KEY"].startswith(f"${{BUS_KEY_{name.upper()}:?"), name
+        assert environment["BUSWAY_ENV"] == "production", name
+    assert "dev-password" not in COMPOSE.read_text()
+    redis = services["redis"]
+    assert "./deploy/redis/users.acl.template:/etc/busway/users.acl.template:ro" in redis["volumes"]

@@ -1,13 +1,15 @@
 -- busway: one database and one role per service (run once by the postgres image, as the
 -- superuser, on an empty data directory: /docker-entrypoint-initdb.d/).
 --
--- DEVELOPMENT ONLY: the passwords below are well-known defaults for local use. In any
--- shared or production deployment change them (ALTER ROLE users PASSWORD '...'), and set
--- USERS_DB_PASSWORD / AUTH_DB_PASSWORD / ACTIVITY_DB_PASSWORD for compose.yml to match.
+-- The passwords below are well-known development defaults, and the services refuse them
+-- when BUSWAY_ENV=production. compose.yml runs passwords.sh next, which sets each role's
+-- password from USERS_DB_PASSWORD / AUTH_DB_PASSWORD / ACTIVITY_DB_PASSWORD; elsewhere,
+-- ALTER ROLE users PASSWORD '...' yourself.
 
-CREATE ROLE users LOGIN PASSWORD 'users-dev-password';
-CREATE ROLE auth LOGIN PASSWORD 'auth-dev-password';
-CREATE ROLE activity LOGIN PASSWORD 'activity-dev-password';
+-- Plain login roles: no superuser, no creating databases or roles.
+CREATE ROLE users LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD 'users-dev-password';
+CREATE ROLE auth LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD 'auth-dev-password';
+CREATE ROLE activity LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD 'activity-dev-password';
 
 CREATE DATABASE users OWNER users;
 CREATE DATABASE auth OWNER auth;

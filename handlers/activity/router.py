@@ -25,7 +25,7 @@ def trail_subscriber(service: ActivityService) -> Subscriber:
 def register_subscribers(broker: RedisBroker, consumer: Consumer, service: ActivityService) -> None:
     """Attach activity's command and event subscribers to ``broker``."""
 
-    @consumer.command(broker, streams.ACTIVITY_LIST)
+    @consumer.command(broker, streams.ACTIVITY_LIST, allow={"gateway"})
     async def list_activity(cmd: ListActivity) -> ActivityPage:
         return await service.list(cmd)
 

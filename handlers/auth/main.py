@@ -34,7 +34,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
     sessions = session_factory(engine)
     redis = create_redis(settings.bus)
     outbox = SqlOutboxStore(sessions, Outbox)
-    relay = OutboxRelay(outbox, redis, settings.bus)
+    relay = OutboxRelay(outbox, redis, settings.bus, signer=settings.bus.signer(SERVICE))
     service = AuthService(
         sessions,
         PasswordHasher(

@@ -28,54 +28,54 @@ from schemas.replies import Done, Jwks, Registration, SessionList, TokenPair
 def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthService) -> None:
     """Attach auth's command and event subscribers to ``broker``."""
 
-    @consumer.command(broker, streams.AUTH_REGISTER, secret=True)
+    @consumer.command(broker, streams.AUTH_REGISTER, allow={"gateway"}, secret=True)
     async def register(cmd: RegisterUser, message: RedisStreamMessage) -> Registration:
         notify = Notify(message.reply_to, outcome_key(message.message_id)) if message.reply_to else None
         return await service.register(cmd, trace_of(message), notify, command_id=message.message_id)
 
-    @consumer.command(broker, streams.AUTH_GET_REGISTRATION)
+    @consumer.command(broker, streams.AUTH_GET_REGISTRATION, allow={"gateway"})
     async def get_registration(cmd: GetRegistration) -> Registration:
         return await service.registration(cmd.registration_id)
 
-    @consumer.command(broker, streams.AUTH_LOGIN, secret=True)
+    @consumer.command(broker, streams.AUTH_LOGIN, allow={"gateway"}, secret=True)
     async def login(cmd: LogIn, message: RedisStreamMessage) -> TokenPair:
         return await service.login(cmd, trace_of(message))
 
-    @consumer.command(broker, streams.AUTH_JWKS)
+    @consumer.command(broker, streams.AUTH_JWKS, allow={"gateway"})
     async def jwks(_: GetJwks) -> Jwks:
         return service.jwks()
 
     # The message id is the command's identity: a redelivered entry carries the same one.
-    @consumer.command(broker, streams.AUTH_REFRESH, secret=True)
+    @consumer.command(broker, streams.AUTH_REFRESH, allow={"gateway"}, secret=True)
     async def refresh(cmd: RefreshTokens, message: RedisStreamMessage) -> TokenPair:
         return await service.refresh(cmd, trace_of(message), message.message_id)
 
-    @consumer.command(broker, streams.AUTH_LOGOUT)
+    @consumer.command(broker, streams.AUTH_LOGOUT, allow={"gateway"})
     async def logout(cmd: LogOut, message: RedisStreamMessage) -> Done:
         return await service.logout(cmd, trace_of(message))
 
-    @consumer.command(broker, streams.AUTH_CHANGE_PASSWORD, secret=True)
+    @consumer.command(broker, streams.AUTH_CHANGE_PASSWORD, allow={"gateway"}, secret=True)
     async def change_password(cmd: ChangePassword, message: RedisStreamMessage) -> Done:
         return await service.change_password(cmd, trace_of(message), message.message_id)
 
     # Secret too: an email address is personal data, kept in Redis no longer than needed.
-    @consumer.command(broker, streams.AUTH_REQUEST_PASSWORD_RESET, secret=True)
+    @consumer.command(broker, streams.AUTH_REQUEST_PASSWORD_RESET, allow={"gateway"}, secret=True)
     async def request_password_reset(cmd: RequestPasswordReset, message: RedisStreamMessage) -> Done:
         return await service.request_password_reset(cmd, trace_of(message), message.message_id)
 
-    @consumer.command(broker, streams.AUTH_CONFIRM_PASSWORD_RESET, secret=True)
+    @consumer.command(broker, streams.AUTH_CONFIRM_PASSWORD_RESET, allow={"gateway"}, secret=True)
     async def confirm_password_reset(cmd: ConfirmPasswordReset, message: RedisStreamMessage) -> Done:
         return await service.confirm_password_reset(cmd, trace_of(message), message.message_id)
 
-    @consumer.command(broker, streams.AUTH_LIST_SESSIONS)
+    @consumer.command(broker, streams.AUTH_LIST_SESSIONS, allow={"gateway"})
     async def list_sessions(cmd: ListSessions) -> SessionList:
         return await service.list_sessions(cmd)
 
-    @consumer.command(broker, streams.AUTH_REVOKE_SESSION)
+    @consumer.command(broker, streams.AUTH_REVOKE_SESSION, allow={"gateway"})
     async def revoke_session(cmd: RevokeSession, message: RedisStreamMessage) -> Done:
         return await service.revoke_session(cmd, trace_of(message))
 
-    @consumer.events(broker, streams.EVENTS_USERS)
+    @consumer.events(broker, streams.EVENTS_USERS, allow={"users"})
     async def on_users_event(message: RedisStreamMessage) -> None:
         event = decode_event(message.body, message.headers)
         trace = trace_of(message)

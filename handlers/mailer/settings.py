@@ -71,6 +71,12 @@ class MailerSettings(BaseSettings):
             raise ValueError(msg)
         return self
 
+    @model_validator(mode="after")
+    def _production_needs_bus_keys(self) -> Self:
+        if self.environment == "production" and (problem := self.bus.production_problem()) is not None:
+            raise ValueError(problem)
+        return self
+
     @property
     def log_secrets(self) -> bool:
         """Whether a reset link may be logged (development only: it carries a live token)."""

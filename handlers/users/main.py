@@ -30,7 +30,7 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
     sessions = session_factory(engine)
     redis = create_redis(settings.bus)
     outbox = SqlOutboxStore(sessions, Outbox)
-    relay = OutboxRelay(outbox, redis, settings.bus)
+    relay = OutboxRelay(outbox, redis, settings.bus, signer=settings.bus.signer(SERVICE))
     service = UsersService(sessions, session_factory(read_engine), events_committed=relay.wake)
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
     metrics = HandlerMetrics(settings.bus)

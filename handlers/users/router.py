@@ -15,19 +15,19 @@ from schemas.replies import Pong, UserProfile
 def register_subscribers(broker: RedisBroker, consumer: Consumer, service: UsersService) -> None:
     """Attach users' command and event subscribers to ``broker``."""
 
-    @consumer.command(broker, streams.USERS_GET)
+    @consumer.command(broker, streams.USERS_GET, allow={"gateway"})
     async def get_user(cmd: GetUser) -> UserProfile:
         return await service.get(cmd.user_id)
 
-    @consumer.command(broker, streams.USERS_PING)
+    @consumer.command(broker, streams.USERS_PING, allow={"gateway"})
     async def ping(_: Ping) -> Pong:
         return Pong(service=consumer.service)
 
-    @consumer.command(broker, streams.USERS_UPDATE)
+    @consumer.command(broker, streams.USERS_UPDATE, allow={"gateway"})
     async def update_user(cmd: UpdateUser, message: RedisStreamMessage) -> UserProfile:
         return await service.update(cmd, trace_of(message))
 
-    @consumer.events(broker, streams.EVENTS_AUTH)
+    @consumer.events(broker, streams.EVENTS_AUTH, allow={"auth"})
     async def on_auth_event(message: RedisStreamMessage) -> None:
         match decode_event(message.body, message.headers):
             case RegistrationStarted() as event:

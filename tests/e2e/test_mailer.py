@@ -12,7 +12,7 @@ import pytest
 from bus import wire
 from schemas.events import PasswordResetRequested
 from tests.e2e.conftest import PASSWORD, new_email
-from tests.harness import Databases, System, eventually, run_system
+from tests.harness import Databases, System, eventually, run_system, signer_as
 
 pytestmark = pytest.mark.e2e
 
@@ -52,7 +52,8 @@ async def publish_reset_request(system: System, email: str, token: str) -> str:
         "producer": "auth",
     }
     await system.redis.xadd(
-        system.stream("events.auth"), {wire.DATA_FIELD: wire.encode(headers, event.model_dump_json().encode())}
+        system.stream("events.auth"),
+        {wire.DATA_FIELD: wire.encode(headers, event.model_dump_json().encode(), signer=signer_as("auth"))},
     )
     return event_id
 

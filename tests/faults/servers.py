@@ -43,6 +43,8 @@ class RedisServer:
 
     folder: Path
     port: int = field(default_factory=free_port)
+    options: list[str] = field(default_factory=list)
+    """More redis-server arguments, e.g. ``["--aclfile", path]``."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -58,7 +60,7 @@ class RedisServer:
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.folder)]
-        argv += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+        argv += ["--appendonly", "yes", "--appendfsync", "always", "--save", "", *self.options]
         with (self.folder / "redis.log").open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         _wait_port(self.port, up=True)

@@ -1,7 +1,6 @@
 """A message that always fails goes to its dead letters; SIGTERM under load loses nothing."""
 
 import asyncio
-import json
 import signal
 import socket
 import uuid
@@ -14,12 +13,12 @@ import pytest
 from redis.asyncio import Redis
 
 from tests.faults.cluster import PASSWORD, Cluster, registration_body, running_cluster
-from tests.harness import eventually
+from tests.harness import eventually, signed
 
 pytestmark = [pytest.mark.faults]
 
 
-def poison_entry() -> dict[str, str]:
+def poison_entry() -> dict[str, bytes]:
     """A RegistrationStarted whose payload breaks the contract: users fails on it every time."""
     envelope = {
         "id": uuid.uuid4().hex,
@@ -31,7 +30,7 @@ def poison_entry() -> dict[str, str]:
         "headers": {},
         "payload": {"registration_id": "r-poison", "user_id": "u-poison"},
     }
-    return {"__data__": json.dumps(envelope)}
+    return {"__data__": signed(envelope)}
 
 
 async def test_a_message_that_always_fails_is_dead_lettered_and_the_others_flow(tmp_path: Path, redis_url: str) -> None:
@@ -52,7 +51,7 @@ async def test_a_message_that_always_fails_is_dead_lettered_and_the_others_flow(
 
             [(_, fields)] = await eventually(dead_letter, timeout=30, what="the dead letter")
             assert fields[b"source_id"] == poison_id
-            assert fields[b"__data__"] == poison["__data__"].encode()  # the original entry, intact
+            assert fields[b"__data__"] == poison["__data__"]  # the original entry, intact
             assert int(fields[b"attempts"]) > 3  # BUS_MAX_DELIVERIES=3 deliveries failed first
             assert b"InvalidMessage" in fields[b"error"]
             assert fields[b"correlation_id"].startswith(b"poison-")

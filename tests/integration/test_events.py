@@ -18,7 +18,7 @@ from handlers.users.models import Profile
 from schemas.envelope import Envelope, Trace
 from schemas.events import UserUpdated
 from tests.e2e.conftest import PASSWORD, new_email
-from tests.harness import REDIS_URL, System, eventually, postgres_databases, run_system
+from tests.harness import REDIS_URL, System, eventually, postgres_databases, run_system, signed, signer_as
 
 pytestmark = pytest.mark.integration
 
@@ -48,7 +48,7 @@ async def test_a_rolled_back_change_publishes_nothing_and_a_committed_one_publis
     async with sessions() as session, session.begin():
         row = add_event(session, UsersOutbox, "events.test", event, trace=trace, producer="users", subject="u-outbox")
 
-    relay = OutboxRelay(SqlOutboxStore(sessions, UsersOutbox), system.redis, system.bus)
+    relay = OutboxRelay(SqlOutboxStore(sessions, UsersOutbox), system.redis, system.bus, signer=signer_as("users"))
     assert await relay.drain() >= 1
     assert await relay.drain() == 0  # marked published: nothing twice
 
@@ -180,7 +180,13 @@ async def test_a_malformed_secret_command_is_deleted_and_its_password_never_logg
     system: System, log_records: list[Any]
 ) -> None:
     secret = "never-log-this-1"
-    entry = json.dumps({"id": "bad-1", "type": "RegisterUser", "payload": {"email": "nope", "password": secret}})
+    message = {
+        "id": "bad-1",
+        "type": "RegisterUser",
+        "producer": "gateway",
+        "payload": {"email": "nope", "password": secret},
+    }
+    entry = signed(message)
     raw = Redis.from_url(REDIS_URL)
     stream = system.stream("auth.register")
     try:
@@ -221,7 +227,9 @@ async def test_two_relays_never_publish_one_outbox_out_of_order(redis_url: str) 
         async with store.claim(3) as first, store.claim(3) as second:
             assert [entry[1]["id"] for entry in first] == [row.id for row in rows[:3]]
             assert second == []
-        relays = [OutboxRelay(store, system.redis, system.bus, batch_size=3) for _ in range(3)]
+        relays = [
+            OutboxRelay(store, system.redis, system.bus, signer=signer_as("users"), batch_size=3) for _ in range(3)
+        ]
         await asyncio.gather(*(relay.drain() for relay in relays))
         while any([await relay.drain() for relay in relays]):
             pass

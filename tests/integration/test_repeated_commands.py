@@ -19,7 +19,9 @@ pytestmark = pytest.mark.integration
 
 async def test_a_repeated_register_command_returns_the_first_outcome(system: System) -> None:
     redis = create_redis(system.bus)
-    client = BusClient(redis, system.bus, f"idem-{new_id()}", producer="test")
+    client = BusClient(
+        redis, system.bus, f"idem-{new_id()}", producer="gateway"
+    )  # auth takes commands from the gateway alone
     await client.start()
     try:
         command = RegisterUser(email=new_email(), password=PASSWORD, display_name="Twice")

@@ -59,7 +59,7 @@ async def running(
 
 
 def echo_service(server: RedisBroker, consumer: Consumer) -> None:
-    @consumer.command(server, "echo.say")
+    @consumer.command(server, "echo.say", allow={"client"})
     async def say(cmd: Echo) -> Echoed:
         executed.append(cmd.text)
         if cmd.mode == "refuse":
@@ -155,7 +155,7 @@ async def test_a_malformed_reply_is_an_internal_error_not_the_callers_fault(redi
         name: str
 
     def skewed(server: RedisBroker, consumer: Consumer) -> None:
-        @consumer.command(server, "skew.say")
+        @consumer.command(server, "skew.say", allow={"client"})
         async def say(cmd: Echo) -> OldShape:
             return OldShape(name=cmd.text)
 

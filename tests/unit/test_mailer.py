@@ -11,6 +11,7 @@ from typing import Any
 import pydantic
 import pytest
 
+from bus.settings import BusSettings
 from handlers.mailer.service import Mailer, MailSettings, Recipient, RecipientUnknown
 from handlers.mailer.settings import MailerSettings
 from handlers.mailer.transports import FileTransport, SmtpTransport
@@ -120,7 +121,8 @@ async def test_the_file_transport_writes_one_readable_eml_per_mail(tmp_path: Pat
 
 def test_development_is_the_only_environment_that_logs_secrets() -> None:
     assert MailerSettings(environment="development", _env_file=None).log_secrets
-    assert not MailerSettings(environment="production", _env_file=None).log_secrets
+    keys = BusSettings(signing_key="s" * 40, trusted_keys={"auth": ["a" * 40]}, _env_file=None)  # type: ignore[arg-type]
+    assert not MailerSettings(environment="production", bus=keys, _env_file=None).log_secrets
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import pytest
 
 from bus.middleware import deadline_passed
 from bus.process import settings_error
+from bus.settings import BusSettings
 from handlers.activity.settings import ActivitySettings
 from handlers.auth.settings import AuthSettings
 from handlers.mailer.settings import MailerSettings
@@ -15,8 +16,9 @@ from handlers.users.settings import UsersSettings
 
 
 def test_production_refuses_to_start_without_signing_keys() -> None:
+    bus = BusSettings(signing_key="s" * 40, trusted_keys={"gateway": ["g" * 40]}, _env_file=None)  # type: ignore[arg-type]
     with pytest.raises(pydantic.ValidationError, match="AUTH_SIGNING_KEY") as caught:
-        AuthSettings(environment="production", _env_file=None)
+        AuthSettings(environment="production", bus=bus, _env_file=None)
     report = settings_error(caught.value, "AUTH_")
     assert "AUTH_SIGNING_KEY or AUTH_SIGNING_KEYS_DIR must be set in production" in report
     assert "AUTH_:" not in report
