@@ -1,11 +1,15 @@
 """The gateway's settings (env prefix ``GATEWAY_``)."""
 
+from ipaddress import IPv4Network, IPv6Network
 from typing import Annotated
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.settings import BusSettings, Environment
+
+RATE_LIMITED_ROUTES = ("register", "login", "refresh", "password-reset", "password-reset-confirm")
+"""The auth routes anyone may call, each with its own rate-limit counter per client IP."""
 
 
 class GatewaySettings(BaseSettings):
@@ -44,6 +48,46 @@ class GatewaySettings(BaseSettings):
         default=10.0, gt=0, le=3600, description="Seconds an open circuit refuses calls before one probe may pass."
     )
     max_in_flight: int = Field(default=256, ge=1, le=100_000, description="Calls in progress per service, at most.")
+
+    # Brute force and abuse of the auth routes (docs/auth.md#lockout-and-rate-limits).
+    login_max_failures: int = Field(
+        default=5, ge=1, le=1000, description="Failed logins of one account within the window that lock it out."
+    )
+    login_failure_window: int = Field(
+        default=900, ge=1, le=86_400, description="Seconds failed logins are counted over, from the first one."
+    )
+    login_max_failures_per_ip: int = Field(
+        default=50, ge=1, le=100_000, description="Failed logins from one client IP within the window that lock it out."
+    )
+    rate_limit: int = Field(
+        default=30, ge=0, le=1_000_000, description="Requests per window per client IP on each auth route; 0: off."
+    )
+    rate_limit_window: int = Field(default=60, ge=1, le=86_400, description="Seconds of one rate-limit window.")
+    rate_limits: dict[str, Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default_factory=dict,
+        description='Per-route overrides of rate_limit, e.g. {"register": 5}; routes: register, login, '
+        "refresh, password-reset, password-reset-confirm.",
+    )
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = Field(
+        default=(),
+        description="Peers (addresses or CIDR networks) whose X-Forwarded-For is believed; empty: none.",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        default=(), description='Origins allowed by CORS, e.g. ["https://app.example.com"]; empty: no CORS headers.'
+    )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_routes(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(RATE_LIMITED_ROUTES))
+        if unknown:
+            msg = f"unknown routes {unknown}; choose from {', '.join(RATE_LIMITED_ROUTES)}"
+            raise ValueError(msg)
+        return value
+
+    def route_rate_limit(self, route: str) -> int:
+        """Requests per window per client IP allowed on ``route`` (0: unlimited)."""
+        return self.rate_limits.get(route, self.rate_limit)
 
     def service_timeout(self, service: str) -> float:
         """The deadline of one call to ``service``."""
