@@ -57,7 +57,7 @@ VARIANTS: dict[str, list[tuple[str, list[str], dict[str, str]]]] = {
     "busway": [
         ("users", [PY, "-m", "handlers.users", "serve"], {}),
         ("auth", [PY, "-m", "handlers.auth", "serve"], {}),
-        ("gateway", [PY, "-m", "gateway"], {"GATEWAY_PORT": str(PORT)}),
+        ("gateway", [PY, "-m", "gateway"], {"GATEWAY_PORT": str(PORT), "GATEWAY_RATE_LIMIT": "0"}),
     ],
 }
 SCENARIOS = ("echo", "me", "login", "register", "me-while-login")

@@ -65,8 +65,15 @@ GATEWAY_COMMANDS = (
     "+get",
     "+exists",
     "+scan",
+    "+evalsha",
+    "+eval",
+    "+script|load",
 )
-"""The gateway sends commands, listens on its inbox, reads heartbeats and revoked sessions."""
+"""The gateway sends commands, listens on its inbox, reads heartbeats and revoked sessions,
+and counts rate limits and failed logins with Lua scripts (gateway/limits.py)."""
+
+GATEWAY_COUNTER_KEYS = ("ratelimit.*", "lockout.*")
+"""The rate-limit and lockout counters of gateway/limits.py (names kept there; bus imports no gateway)."""
 
 
 def command_streams(service: str) -> list[str]:
@@ -119,7 +126,7 @@ SERVICES: Mapping[str, Access] = {
     "gateway": Access(
         "gateway",
         produces=sorted({route.stream for route in COMMANDS}),
-        keys=[f"{streams.HEARTBEAT_PREFIX}*", f"{streams.REVOKED_SESSION_PREFIX}*"],
+        keys=[f"{streams.HEARTBEAT_PREFIX}*", f"{streams.REVOKED_SESSION_PREFIX}*", *GATEWAY_COUNTER_KEYS],
         channels=[f"{streams.INBOX_PREFIX}gateway-*"],
         commands=GATEWAY_COMMANDS,
     ),

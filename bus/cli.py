@@ -212,6 +212,18 @@ def up(
     raise typer.Exit(asyncio.run(_supervise(commands, grace)))
 
 
+@app.command("grant-admin")
+def grant_admin(
+    email: Annotated[str, typer.Argument(help="The account's email address.")],
+    revoke: Annotated[bool, typer.Option("--revoke", help="Take the admin role away instead.")] = False,
+) -> None:
+    """Grant the admin role to an account (AUTH_DATABASE_URL); it shows from its next login or refresh."""
+    command = "revoke-admin" if revoke else "grant-admin"
+    result = subprocess.run([sys.executable, "-m", MODULES["auth"], command, email], env=_child_env(), check=False)
+    if result.returncode:
+        raise typer.Exit(result.returncode)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

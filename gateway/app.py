@@ -1,6 +1,7 @@
 """The gateway's Litestar app: ``create_app(settings)``; nothing is built at import."""
 
 from litestar import Litestar
+from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
@@ -40,6 +41,16 @@ def create_app(settings: GatewaySettings | None = None, *, instance: str | None 
             ),
         ),
         logging_config=None,
+        # No origins configured, no CORS headers at all: browsers keep the same-origin policy.
+        cors_config=CORSConfig(
+            allow_origins=list(gateway.settings.cors_origins),
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After", "Location"],
+            max_age=600,
+        )
+        if gateway.settings.cors_origins
+        else None,
     )
     # Outermost, not route middleware: Litestar answers unknown paths (404, 405) before
     # its middleware stack, and those responses need the request id too.

@@ -4,14 +4,17 @@ import time
 from typing import Any
 
 from litestar import Request, Response, delete, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
 from litestar.di import NamedDependency
+from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
 from bus.correlation import new_id
 from bus.rpc import BusClient, outcome_key
 from gateway.bodies import LoginBody, PasswordChangeBody, RefreshBody, RegistrationPending, ResetRequested
+from gateway.limits import client_ip
 from gateway.resilience import ResilientBusClient
 from gateway.settings import GatewaySettings
 from gateway.state import gateway_of
@@ -38,15 +41,30 @@ BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
 NO_SESSION = ResponseSpec(None, description="No valid access token, or its session has ended.", media_type=PROBLEM)
 
+TOO_MANY = ResponseSpec(
+    None, description="Rate limited (per client IP); Retry-After says when to try again.", media_type=PROBLEM
+)
+
 PASSWORD_RESET_DEADLINE = 300
 """Seconds auth has to take up a reset request: nobody waits for it, so it may wait for auth."""
 
 
 def client_of(request: Request[Any, Any, State]) -> tuple[str | None, str | None]:
-    """The client's user agent (printable, at most 500 characters) and IP address."""
+    """The client's user agent (printable, at most 500 characters) and IP address (see client_ip)."""
     user_agent = request.headers.get("user-agent")
     printable = "".join(c for c in user_agent[:500] if c.isprintable()) if user_agent else None
-    return printable, request.client.host if request.client else None
+    return printable, client_ip(request, gateway_of(request.app.state).settings)
+
+
+async def rate_limited(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """Guard: count the request against its route's per-IP limit (``opt["rate_limit"]``); 429 over it."""
+    gateway = gateway_of(connection.app.state)
+    await gateway.limits.hit(handler.opt["rate_limit"], client_ip(connection, gateway.settings))
+
+
+def limited(route: str) -> dict[str, Any]:
+    """Route-decorator arguments that put a route under its per-IP rate limit."""
+    return {"guards": [rate_limited], "opt": {"rate_limit": route}}
 
 
 def registration_response(registration: Registration) -> Response[UserProfile | RegistrationPending]:
@@ -74,7 +92,9 @@ def registration_response(registration: Registration) -> Response[UserProfile | 
         202: ResponseSpec(RegistrationPending, description="The saga has not finished in time; poll status_url."),
         409: ResponseSpec(None, description="The email is taken.", media_type=PROBLEM),
         422: ResponseSpec(None, description="Invalid email, password or name.", media_type=PROBLEM),
+        429: TOO_MANY,
     },
+    **limited("register"),
 )
 async def register(
     data: JSONBody[RegisterUser],
@@ -119,15 +139,38 @@ async def get_registration(registration_id: FromPath[str], bus: NamedDependency[
     "/v1/auth/login",
     status_code=200,
     summary="Log in",
-    responses={401: ResponseSpec(None, description="Unknown email or wrong password.", media_type=PROBLEM)},
+    responses={
+        401: ResponseSpec(None, description="Unknown email or wrong password.", media_type=PROBLEM),
+        429: ResponseSpec(
+            None,
+            description="Too many failed logins for this account or from this IP, or rate limited; "
+            "Retry-After says when to try again. The same for unknown emails.",
+            media_type=PROBLEM,
+        ),
+    },
+    **limited("login"),
 )
 async def login(
     data: JSONBody[LoginBody], request: Request[Any, Any, State], bus: NamedDependency[BusClient]
 ) -> TokenPair:
     """An access token (JWT) and a refresh token for a valid email and password."""
     user_agent, ip = client_of(request)
+    limits = gateway_of(request.app.state).limits
+    # Before the bus: a locked-out attempt costs auth nothing (no argon2 work).
+    await limits.reserve_login(data.email, ip)
     command = LogIn(email=data.email, password=data.password, user_agent=user_agent, ip=ip)
-    return await bus.request(streams.AUTH_LOGIN, command, TokenPair)
+    try:
+        tokens = await bus.request(streams.AUTH_LOGIN, command, TokenPair)
+    except ReplyError as exc:
+        # auth's 401 is the failure already counted; any other error was no verdict.
+        if exc.reply.code != ErrorCode.INVALID_CREDENTIALS:
+            await limits.login_undecided(data.email, ip)
+        raise
+    except Exception:
+        await limits.login_undecided(data.email, ip)
+        raise
+    await limits.login_succeeded(data.email, ip)
+    return tokens
 
 
 @post(
@@ -140,8 +183,10 @@ async def login(
             description="Unknown, expired or spent refresh token, or an ended session. A spent token "
             "presented again ends its session: every token issued from it stops working.",
             media_type=PROBLEM,
-        )
+        ),
+        429: TOO_MANY,
     },
+    **limited("refresh"),
 )
 async def refresh(
     data: JSONBody[RefreshBody], request: Request[Any, Any, State], bus: NamedDependency[BusClient]
@@ -186,7 +231,8 @@ async def change_password(
     "/v1/auth/password-reset",
     status_code=202,
     summary="Ask for a password reset",
-    responses={422: ResponseSpec(None, description="Not an email address.", media_type=PROBLEM)},
+    responses={422: ResponseSpec(None, description="Not an email address.", media_type=PROBLEM), 429: TOO_MANY},
+    **limited("password-reset"),
 )
 async def request_password_reset(
     data: JSONBody[RequestPasswordReset], bus: NamedDependency[BusClient]
@@ -209,7 +255,9 @@ async def request_password_reset(
     responses={
         400: ResponseSpec(None, description="The token is unknown, expired or already used.", media_type=PROBLEM),
         422: ResponseSpec(None, description="The new password is too short or too long.", media_type=PROBLEM),
+        429: TOO_MANY,
     },
+    **limited("password-reset-confirm"),
 )
 async def confirm_password_reset(data: JSONBody[ConfirmPasswordReset], bus: NamedDependency[BusClient]) -> None:
     """Set the new password; the token is spent and every session of the account ends."""

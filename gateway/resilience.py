@@ -54,6 +54,7 @@ IDEMPOTENT_STREAMS = frozenset(
         streams.AUTH_GET_REGISTRATION,
         streams.ACTIVITY_LIST,
         streams.AUTH_LIST_SESSIONS,
+        streams.USERS_LIST,
     }
 )
 """Commands that only read: sending one twice does no harm, so a failed one is tried again.

@@ -1,13 +1,17 @@
 """The gateway's settings (env prefix ``GATEWAY_``)."""
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 from typing import Annotated, Self
 
-from pydantic import AnyHttpUrl, Field, model_validator
+from pydantic import AnyHttpUrl, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bus.settings import BusSettings, Environment
 from gateway.legacy import RouteTableError, load_route_table
+
+RATE_LIMITED_ROUTES = ("register", "login", "refresh", "password-reset", "password-reset-confirm")
+"""The auth routes anyone may call, each with its own rate-limit counter per client IP."""
 
 
 class GatewaySettings(BaseSettings):
@@ -75,6 +79,46 @@ class GatewaySettings(BaseSettings):
         if self.environment == "production" and (problem := self.bus.production_problem()) is not None:
             raise ValueError(problem)
         return self
+
+    # Brute force and abuse of the auth routes (docs/auth.md#lockout-and-rate-limits).
+    login_max_failures: int = Field(
+        default=5, ge=1, le=1000, description="Failed logins of one account within the window that lock it out."
+    )
+    login_failure_window: int = Field(
+        default=900, ge=1, le=86_400, description="Seconds failed logins are counted over, from the first one."
+    )
+    login_max_failures_per_ip: int = Field(
+        default=50, ge=1, le=100_000, description="Failed logins from one client IP within the window that lock it out."
+    )
+    rate_limit: int = Field(
+        default=30, ge=0, le=1_000_000, description="Requests per window per client IP on each auth route; 0: off."
+    )
+    rate_limit_window: int = Field(default=60, ge=1, le=86_400, description="Seconds of one rate-limit window.")
+    rate_limits: dict[str, Annotated[int, Field(ge=0, le=1_000_000)]] = Field(
+        default_factory=dict,
+        description='Per-route overrides of rate_limit, e.g. {"register": 5}; routes: register, login, '
+        "refresh, password-reset, password-reset-confirm.",
+    )
+    trusted_proxies: tuple[IPv4Network | IPv6Network, ...] = Field(
+        default=(),
+        description="Peers (addresses or CIDR networks) whose X-Forwarded-For is believed; empty: none.",
+    )
+    cors_origins: tuple[str, ...] = Field(
+        default=(), description='Origins allowed by CORS, e.g. ["https://app.example.com"]; empty: no CORS headers.'
+    )
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _known_routes(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(value) - set(RATE_LIMITED_ROUTES))
+        if unknown:
+            msg = f"unknown routes {unknown}; choose from {', '.join(RATE_LIMITED_ROUTES)}"
+            raise ValueError(msg)
+        return value
+
+    def route_rate_limit(self, route: str) -> int:
+        """Requests per window per client IP allowed on ``route`` (0: unlimited)."""
+        return self.rate_limits.get(route, self.rate_limit)
 
     def service_timeout(self, service: str) -> float:
         """The deadline of one call to ``service``."""

@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from bus.broker import create_redis, instance_id
 from gateway.legacy import LegacyProxy, load_route_table
+from gateway.limits import Limits
 from gateway.metrics import GatewayMetrics
 from gateway.resilience import Downstreams, ResilientBusClient
 from gateway.settings import GatewaySettings
@@ -44,6 +45,7 @@ class Gateway:
             if settings.legacy_url is not None
             else None
         )
+        self._limits: Limits | None = None
         self.verifier = TokenVerifier(
             self._fetch_jwks,
             issuer=settings.jwt_issuer,
@@ -68,6 +70,14 @@ class Gateway:
             raise RuntimeError(msg)
         return self._redis
 
+    @property
+    def limits(self) -> Limits:
+        """Rate limits and login lockout (after start)."""
+        if self._limits is None:
+            msg = "the gateway has not started"
+            raise RuntimeError(msg)
+        return self._limits
+
     async def _fetch_jwks(self) -> Jwks:
         return await self.bus.request(streams.AUTH_JWKS, GetJwks(), Jwks)
 
@@ -81,6 +91,7 @@ class Gateway:
         """Connect to Redis, open the reply inbox, fetch the signing keys if auth is up."""
         self._redis = create_redis(self.settings.bus)
         self._revoked_sessions = RevokedSessions(self._redis, self.settings.bus)
+        self._limits = Limits(self._redis, self.settings)
         self._inbox_redis = create_redis(self.settings.bus, blocking=True)
         self._bus = ResilientBusClient(
             self._redis,

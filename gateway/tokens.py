@@ -28,6 +28,7 @@ from schemas.streams import revoked_session
 
 ALGORITHMS = ["EdDSA"]
 REQUIRED_CLAIMS = ["exp", "iat", "sub", "jti", "aud", "iss", "sid"]
+ADMIN_ROLE = "admin"
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,13 @@ class Claims:
     session_id: str
     token_id: str
     expires_at: int
+    roles: tuple[str, ...] = ()
+    """From the token's ``roles`` claim: as they were at its login or latest refresh."""
+
+    @property
+    def admin(self) -> bool:
+        """Whether the token carries the admin role."""
+        return ADMIN_ROLE in self.roles
 
 
 def unauthorized(detail: str) -> NotAuthorizedException:
@@ -164,7 +172,15 @@ class TokenVerifier:
             session_id=session_id,
             token_id=str(claims["jti"]),
             expires_at=int(claims["exp"]),
+            roles=_roles(claims.get("roles")),
         )
+
+
+def _roles(value: Any) -> tuple[str, ...]:
+    """The roles claim; anything but a list of strings grants nothing."""
+    if not isinstance(value, list):
+        return ()
+    return tuple(role for role in value if isinstance(role, str))
 
 
 def bearer_token(authorization: str | None) -> str:

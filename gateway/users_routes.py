@@ -4,14 +4,16 @@ from typing import Annotated
 
 from litestar import get, patch
 from litestar.di import NamedDependency
+from litestar.exceptions import PermissionDeniedException
+from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 
 from bus.rpc import BusClient
 from gateway.bodies import ProfilePatch, PublicProfile
 from gateway.tokens import Claims
 from schemas import streams
-from schemas.commands import GetUser, ListActivity, UpdateUser
-from schemas.replies import ActivityPage, UserProfile
+from schemas.commands import GetUser, ListActivity, ListUsers, UpdateUser
+from schemas.replies import ActivityPage, UserPage, UserProfile
 
 BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
@@ -55,4 +57,29 @@ async def get_my_activity(
     return await bus.request(streams.ACTIVITY_LIST, command, ActivityPage)
 
 
-ROUTES = [get_me, patch_me, get_user, get_my_activity]
+@get(
+    "/v1/users",
+    summary="Every user (administrators)",
+    security=BEARER,
+    responses={
+        401: ResponseSpec(None, description="No valid access token.", media_type="application/problem+json"),
+        403: ResponseSpec(
+            None, description="The token does not carry the admin role.", media_type="application/problem+json"
+        ),
+    },
+)
+async def list_users(
+    claims: NamedDependency[Claims],
+    bus: NamedDependency[BusClient],
+    cursor: Annotated[
+        str | None, Parameter(min_length=1, max_length=200, description="next_cursor of the previous page")
+    ] = None,
+    limit: Annotated[int, Parameter(ge=1, le=100, description="Users per page")] = 20,
+) -> UserPage:
+    """Profiles, oldest first, a page at a time; for tokens with the admin role."""
+    if not claims.admin:
+        raise PermissionDeniedException(detail="This needs the admin role.")
+    return await bus.request(streams.USERS_LIST, ListUsers(cursor=cursor, limit=limit), UserPage)
+
+
+ROUTES = [get_me, patch_me, get_user, get_my_activity, list_users]

@@ -11,7 +11,7 @@ from pydantic import Field
 from schemas import streams
 from schemas.base import Contract
 from schemas.fields import DisplayName, Email, Identifier, OpaqueToken, Password, Printable
-from schemas.replies import ActivityPage, Done, Jwks, Pong, Registration, SessionList, TokenPair, UserProfile
+from schemas.replies import ActivityPage, Done, Jwks, Pong, Registration, SessionList, TokenPair, UserPage, UserProfile
 
 
 class RegisterUser(Contract):
@@ -122,6 +122,16 @@ class ListActivity(Contract):
     limit: int = Field(default=20, ge=1, le=100)
 
 
+class ListUsers(Contract):
+    """One page of every profile, oldest first (``users.list``); for administrators.
+
+    ``cursor`` is the ``next_cursor`` of the previous page, as given: opaque to callers.
+    """
+
+    cursor: str | None = Field(default=None, min_length=1, max_length=200)
+    limit: int = Field(default=20, ge=1, le=100)
+
+
 class CommandRoute(NamedTuple):
     """Where a command goes and what it answers: its stream, its contract, its reply's contract."""
 
@@ -146,6 +156,7 @@ COMMANDS: Final[tuple[CommandRoute, ...]] = (
     CommandRoute(streams.USERS_UPDATE, UpdateUser, UserProfile),
     CommandRoute(streams.USERS_PING, Ping, Pong),
     CommandRoute(streams.ACTIVITY_LIST, ListActivity, ActivityPage),
+    CommandRoute(streams.USERS_LIST, ListUsers, UserPage),
 )
 """Every command stream (``<service>.<command>``, consumed by that service) and its contracts.
 

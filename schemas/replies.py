@@ -114,3 +114,10 @@ class ActivityPage(Contract):
 
     items: tuple[ActivityEntry, ...]
     next_cursor: str | None = None
+
+
+class UserPage(Contract):
+    """One page of profiles, oldest first; ``next_cursor`` is None on the last page."""
+
+    items: tuple[UserProfile, ...]
+    next_cursor: str | None = None

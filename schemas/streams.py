@@ -23,6 +23,7 @@ AUTH_REVOKE_SESSION: Final = "auth.revoke_session"
 USERS_GET: Final = "users.get"
 USERS_UPDATE: Final = "users.update"
 USERS_PING: Final = "users.ping"
+USERS_LIST: Final = "users.list"
 
 ACTIVITY_LIST: Final = "activity.list"
 

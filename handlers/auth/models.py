@@ -33,8 +33,19 @@ class Credential(AuthBase, table=True):
     email: str = Field(max_length=320, unique=True)
     password_hash: str = Field(max_length=512)
     status: str = Field(default=CredentialStatus.PENDING, max_length=16)
+    roles: str = Field(default="", max_length=200)
+    """Space-separated roles (``admin``), copied into the access token's ``roles`` claim."""
     created_at: datetime = Field(default_factory=_now)
     updated_at: datetime = Field(default_factory=_now)
+
+
+ADMIN = "admin"
+"""The role that may list every user (GET /v1/users)."""
+
+
+def roles_of(credential: Credential) -> list[str]:
+    """The credential's roles, sorted."""
+    return sorted(set(credential.roles.split()))
 
 
 class RegistrationRow(AuthBase, table=True):

@@ -20,6 +20,7 @@ from db.outbox import add_event
 from handlers.auth import SERVICE
 from handlers.auth.keys import KeyRing
 from handlers.auth.models import (
+    ADMIN,
     Credential,
     CredentialStatus,
     HandledCommand,
@@ -29,6 +30,7 @@ from handlers.auth.models import (
     RegistrationRow,
     SessionRow,
     SpentRefreshToken,
+    roles_of,
 )
 from handlers.auth.passwords import PasswordHasher
 from schemas.commands import (
@@ -345,13 +347,17 @@ class AuthService:
             )
             self._emit(session, logged_in, trace, credential.user_id)
         self._events_committed()
-        return self._token_pair(credential.user_id, session_id, refresh_token)
+        return self._token_pair(credential.user_id, session_id, refresh_token, roles_of(credential))
 
-    def _token_pair(self, user_id: str, session_id: str, refresh_token: str) -> TokenPair:
-        access_token, ttl = self._keys.sign(
-            {"iss": self._tokens.issuer, "aud": self._tokens.audience, "sub": user_id, "sid": session_id},
-            self._tokens.ttl,
-        )
+    def _token_pair(self, user_id: str, session_id: str, refresh_token: str, roles: list[str]) -> TokenPair:
+        claims = {
+            "iss": self._tokens.issuer,
+            "aud": self._tokens.audience,
+            "sub": user_id,
+            "sid": session_id,
+            "roles": roles,
+        }
+        access_token, ttl = self._keys.sign(claims, self._tokens.ttl)
         return TokenPair(access_token=access_token, refresh_token=refresh_token, expires_in=ttl)
 
     async def _login_failed(self, user_id: str, cmd: LogIn, trace: Trace) -> None:
@@ -374,6 +380,7 @@ class AuthService:
         refresh_token = secrets.token_urlsafe(32)
         now = _now()
         rotated: SessionRow | None = None
+        roles: list[str] = []
         stolen_from: str | None = None
         robbed: str | None = None
         async with self._sessions() as session, session.begin():
@@ -399,6 +406,9 @@ class AuthService:
                         SpentRefreshToken(token_hash=presented, session_id=row.id, spent_at=now, spent_by=command_id)
                     )
                     rotated = row
+                    # Read at every refresh: a role granted or revoked shows in the next token.
+                    credential = await session.get(Credential, row.user_id)
+                    roles = roles_of(credential) if credential is not None else []
                 else:
                     stolen_from = row.id  # the other refresh won: this copy of the token is spent
             elif row is None:
@@ -423,7 +433,7 @@ class AuthService:
             await self._announce_revocations(robbed)
         if rotated is None:
             raise InvalidCredentials(REFRESH_REFUSED)
-        return self._token_pair(rotated.user_id, rotated.id, refresh_token)
+        return self._token_pair(rotated.user_id, rotated.id, refresh_token, roles)
 
     def _revoke(
         self, session: AsyncSession, row: SessionRow, reason: RevocationReason, trace: Trace, now: datetime
@@ -682,3 +692,21 @@ def _notify_of(row: RegistrationRow) -> Notify | None:
     if row.notify_to and row.notify_key:
         return Notify(channel=row.notify_to, key=row.notify_key)
     return None
+
+
+async def set_admin(sessions: SessionFactory, email: str, *, admin: bool) -> str:
+    """Grant (or revoke) the admin role of the account with ``email``; its user id.
+
+    It shows in the access tokens issued from the account's next login or refresh on.
+    NotFound when no active account has this email.
+    """
+    async with sessions() as session, session.begin():
+        credential = (await session.exec(select(Credential).where(Credential.email == email.lower()))).first()
+        if credential is None or credential.status != CredentialStatus.ACTIVE:
+            raise NotFound(f"no account has the email {email}")
+        roles = set(credential.roles.split())
+        roles = roles | {ADMIN} if admin else roles - {ADMIN}
+        credential.roles = " ".join(sorted(roles))
+        credential.updated_at = _now()
+        session.add(credential)
+        return credential.user_id

@@ -7,9 +7,9 @@ from bus.broker import Consumer
 from bus.events import decode_event, trace_of
 from handlers.users.service import UsersService
 from schemas import streams
-from schemas.commands import GetUser, Ping, UpdateUser
+from schemas.commands import GetUser, ListUsers, Ping, UpdateUser
 from schemas.events import RegistrationStarted
-from schemas.replies import Pong, UserProfile
+from schemas.replies import Pong, UserPage, UserProfile
 
 
 def register_subscribers(broker: RedisBroker, consumer: Consumer, service: UsersService) -> None:
@@ -26,6 +26,10 @@ def register_subscribers(broker: RedisBroker, consumer: Consumer, service: Users
     @consumer.command(broker, streams.USERS_UPDATE, allow={"gateway"})
     async def update_user(cmd: UpdateUser, message: RedisStreamMessage) -> UserProfile:
         return await service.update(cmd, trace_of(message))
+
+    @consumer.command(broker, streams.USERS_LIST)
+    async def list_users(cmd: ListUsers) -> UserPage:
+        return await service.list(cmd)
 
     @consumer.events(broker, streams.EVENTS_AUTH, allow={"auth"})
     async def on_auth_event(message: RedisStreamMessage) -> None:

@@ -1,20 +1,24 @@
 """The users domain: profiles. No bus, no HTTP here."""
 
+import base64
+import binascii
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlmodel import select
+from sqlalchemy import and_, or_
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from db.engine import SessionFactory
 from db.outbox import add_event
 from handlers.users import SERVICE
 from handlers.users.models import Inbox, Outbox, Profile
-from schemas.commands import UpdateUser
+from schemas.commands import ListUsers, UpdateUser
 from schemas.envelope import Trace
-from schemas.errors import ErrorCode, ReplyError
+from schemas.errors import ErrorCode, ErrorDetail, ReplyError
 from schemas.events import Event, RegistrationStarted, UserCreated, UserCreationFailed, UserUpdated
-from schemas.replies import UserProfile
+from schemas.replies import UserPage, UserProfile
 from schemas.streams import EVENTS_USERS
 
 
@@ -22,6 +26,36 @@ class NotFound(ReplyError):
     """No such profile."""
 
     code = ErrorCode.NOT_FOUND
+
+
+class InvalidCursor(ReplyError):
+    """A cursor this service did not make."""
+
+    code = ErrorCode.INVALID_PAYLOAD
+
+    def __init__(self) -> None:
+        detail = ErrorDetail(loc=("cursor",), msg="Not a cursor from a previous page.", type="cursor_invalid")
+        super().__init__("The cursor is not valid.", details=(detail,))
+
+
+def encode_cursor(row: Profile) -> str:
+    """An opaque cursor after ``row``: base64url of its creation time and id."""
+    created_at = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=UTC)
+    raw = json.dumps([created_at.astimezone(UTC).isoformat(), row.id], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """The creation time and id a cursor names; InvalidCursor if it is not one of ours."""
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        at, user_id = json.loads(raw)
+        created_at = datetime.fromisoformat(at)
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError):
+        raise InvalidCursor from None
+    if not isinstance(user_id, str) or not user_id or created_at.tzinfo is None:
+        raise InvalidCursor
+    return created_at.astimezone(UTC), user_id
 
 
 def profile_of(row: Profile) -> UserProfile:
@@ -95,6 +129,22 @@ class UsersService:
         if row is None:
             raise NotFound("No such user.")
         return profile_of(row)
+
+    async def list(self, cmd: ListUsers) -> UserPage:
+        """One page of every profile, oldest first (keyset paging: stable while users register)."""
+        query = select(Profile)
+        if cmd.cursor is not None:
+            at, user_id = decode_cursor(cmd.cursor)
+            query = query.where(
+                or_(col(Profile.created_at) > at, and_(col(Profile.created_at) == at, col(Profile.id) > user_id))
+            )
+        query = query.order_by(col(Profile.created_at), col(Profile.id)).limit(cmd.limit + 1)
+        async with self._read_sessions() as session:
+            rows = (await session.exec(query)).all()
+        page, more = rows[: cmd.limit], len(rows) > cmd.limit
+        return UserPage(
+            items=tuple(profile_of(row) for row in page), next_cursor=encode_cursor(page[-1]) if more else None
+        )
 
     async def update(self, cmd: UpdateUser, trace: Trace) -> UserProfile:
         """Change a profile; emits UserUpdated when something changed."""

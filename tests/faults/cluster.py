@@ -153,6 +153,9 @@ async def running_cluster(
             "AUTH_ARGON2_TIME_COST": "1",
             "AUTH_ARGON2_MEMORY_COST": "1024",
             "GATEWAY_REGISTRATION_WAIT": "0.5",
+            # Load from one client address: rate limits would answer it with 429s
+            # (they are tested in tests/e2e/test_guard.py).
+            "GATEWAY_RATE_LIMIT": "0",
             **(env or {}),
         }
         logs = tmp / "logs"
