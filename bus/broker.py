@@ -16,7 +16,7 @@ from bus.logs import stdlib_logger
 from bus.middleware import CLAIMED, StreamRoles, middleware_for
 from bus.settings import BusSettings
 from bus.wire import JsonEnvelopeFormat
-from schemas.streams import dead_letters
+from schemas.streams import dead_letters, replay_stream
 
 
 def instance_id(service: str) -> str:
@@ -106,15 +106,21 @@ class Consumer:
 
         A failed event stays pending; the claimer hands it to the handler again after
         ``BUS_CLAIM_IDLE_MS``, until ``BUS_MAX_DELIVERIES`` sends it to ``dlq.<stream>``.
+
+        The handler also reads ``replay.<group>.<base>``, with the same guarantees: what
+        ``busway replay --to-group`` puts there reaches this group and no other.
         """
-        # One entry per read: events are handled one at a time anyway, and a prefetched
-        # batch would age in memory until the claimer hands it out a second time.
-        stream = self.stream(base, max_records=1)
-        self.event_streams.add(stream.name)
-        return _registering(
-            broker.subscriber(stream=stream, no_reply=True),
-            broker.subscriber(stream=self.claimer(stream), no_reply=True, parser=_mark_claimed),
-        )
+        subscribers: list[Callable[[Any], object]] = []
+        for name in (base, replay_stream(self.service, base)):
+            # One entry per read: events are handled one at a time anyway, and a prefetched
+            # batch would age in memory until the claimer hands it out a second time.
+            stream = self.stream(name, max_records=1)
+            self.event_streams.add(stream.name)
+            subscribers += [
+                broker.subscriber(stream=stream, no_reply=True),
+                broker.subscriber(stream=self.claimer(stream), no_reply=True, parser=_mark_claimed),
+            ]
+        return _registering(*subscribers)
 
     def claimer(self, stream: StreamSub) -> StreamSub:
         """A reader of ``stream``'s entries left pending too long.

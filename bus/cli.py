@@ -14,6 +14,7 @@ from urllib.parse import urlparse
 import redis
 import typer
 
+from bus.operator_commands import register as register_operator_commands
 from bus.settings import BusSettings
 
 MODULES = {"users": "handlers.users", "auth": "handlers.auth", "gateway": "gateway"}
@@ -169,6 +170,9 @@ def up(
     for name in ("users", "auth", "gateway"):
         commands[name] = [sys.executable, "-m", MODULES[name], "serve"]
     raise typer.Exit(asyncio.run(_supervise(commands, grace)))
+
+
+register_operator_commands(app, {name: MODULES[name] for name in HANDLERS})
 
 
 def main() -> None:

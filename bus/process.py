@@ -41,12 +41,18 @@ def run_process(
     bus_of: Callable[[S], BusSettings],
     commands: Mapping[str, Callable[[S], None]],
     argv: Sequence[str] | None = None,
+    *,
+    with_args: Mapping[str, Callable[[S, list[str]], int]] | None = None,
 ) -> int:
-    """Load settings, set up logging, run the command named in ``argv`` (default: serve)."""
+    """Load settings, set up logging, run the command named in ``argv`` (default: serve).
+
+    ``with_args``: commands that take the rest of ``argv`` and return the exit status.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     name = args[0] if args else "serve"
-    if name not in commands or len(args) > 1:
-        print(f"usage: python -m <{service} module> [{'|'.join(commands)}]", file=sys.stderr)
+    takes_args = with_args or {}
+    if name not in takes_args and (name not in commands or len(args) > 1):
+        print(f"usage: python -m <{service} module> [{'|'.join([*commands, *takes_args])}]", file=sys.stderr)
         return 2
     try:
         settings = load()
@@ -55,6 +61,8 @@ def run_process(
         return 2
     bus = bus_of(settings)
     configure_logging(service, bus.log_format, bus.log_level)
+    if name in takes_args:
+        return takes_args[name](settings, args[1:])
     commands[name](settings)
     return 0
 

@@ -6,6 +6,7 @@ from bus.broker import Consumer, create_broker, create_redis, instance_id
 from bus.outbox import OutboxRelay
 from bus.runtime import ServiceRuntime
 from db.engine import create_engine, session_factory
+from db.eventlog import EventLogPruner
 from db.migrations import migrate_at_start
 from db.outbox import SqlOutboxStore
 from handlers.users import SERVICE
@@ -29,6 +30,12 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
     sessions = session_factory(engine)
     redis = create_redis(settings.bus)
     relay = OutboxRelay(SqlOutboxStore(sessions, Outbox), redis, settings.bus)
+    pruner = EventLogPruner(
+        sessions,
+        Outbox,
+        retention_days=settings.event_log_retention_days,
+        interval=settings.event_log_prune_interval,
+    )
     service = UsersService(sessions, session_factory(read_engine), events_committed=relay.wake)
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
     broker = create_broker(settings.bus, SERVICE, consumer)
@@ -44,7 +51,7 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
         broker=broker,
         redis=redis,
         consumer=consumer,
-        components=[relay],
+        components=[relay, pruner],
         before_start=[migrate_at_start(MIGRATIONS, settings.database_url, enabled=settings.migrate_at_start)],
         after_stop=[dispose],
     )
