@@ -243,6 +243,34 @@ def _source(
     return read_records(stack.enter_context(request.from_file.open(encoding="utf-8")), str(request.from_file))
 
 
+def _plan(
+    matched: list[Entry], request: _ReplayRequest, client: redis.Redis | None, settings: BusSettings
+) -> list[tuple[Entry, str]]:
+    """Each entry with where it goes: a full stream name, or (to a file) the stream it belongs to."""
+    if client is None or request.to_file is not None:
+        return [(entry, entry.stream) for entry in matched]
+    targets = Targets(client, settings, request.to_stream, request.to_group)
+    planned = [(entry, targets(entry)) for entry in matched]
+    for warning in targets.warnings:
+        typer.echo(f"busway: warning: {warning}", err=True)
+    return planned
+
+
+def _deliver(
+    planned: list[tuple[Entry, str]], request: _ReplayRequest, client: redis.Redis | None, summary: Summary
+) -> None:
+    if request.to_file is not None:
+        with request.to_file.open("w", encoding="utf-8") as out:
+            write_records(out, planned, summary)
+        return
+    assert client is not None
+    err = Console(stderr=True)
+    columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
+        task = progress.add_task("replay", total=len(planned))
+        send(client, planned, summary, rate=request.rate, progress=lambda n: progress.advance(task, n))
+
+
 def _replay(request: _ReplayRequest, settings: BusSettings, event_logs: Mapping[str, str]) -> None:
     """Read, filter, check the targets, then list, write or send; the summary at the end."""
     summary = Summary()
@@ -260,26 +288,12 @@ def _replay(request: _ReplayRequest, settings: BusSettings, event_logs: Mapping[
             if not matched:
                 typer.echo(f"nothing to replay ({summary.line()})")
                 return
-            if client is None or request.to_file is not None:
-                planned = [(entry, entry.stream) for entry in matched]
-            else:
-                targets = Targets(client, settings, request.to_stream, request.to_group)
-                planned = [(entry, targets(entry)) for entry in matched]
-                for warning in targets.warnings:
-                    typer.echo(f"busway: warning: {warning}", err=True)
+            planned = _plan(matched, request, client, settings)
             if request.dry_run:
                 _listing(planned, settings.prefix)
                 typer.echo(f"dry run, nothing sent: {summary.line()}")
                 return
-            if request.to_file is not None:
-                with request.to_file.open("w", encoding="utf-8") as out:
-                    write_records(out, planned, summary)
-            else:
-                assert client is not None
-                columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
-                with Progress(*columns, console=err, disable=not err.is_terminal) as progress:
-                    task = progress.add_task("replay", total=len(planned))
-                    send(client, planned, summary, rate=request.rate, progress=lambda n: progress.advance(task, n))
+            _deliver(planned, request, client, summary)
             typer.echo(summary.line())
         except KeyboardInterrupt:
             typer.echo(f"interrupted: {summary.line()}", err=True)
