@@ -7,7 +7,6 @@ range is not an error: "nothing to replay", status 0. docs/operations.md is the 
 """
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -99,7 +98,6 @@ def _event_log(service: str, module: str, args: list[str]) -> Iterator[Iterator[
             stdout=subprocess.PIPE,
             stderr=errors,
             text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
         assert child.stdout is not None
 
@@ -329,7 +327,7 @@ def register(app: typer.Typer, event_logs: Mapping[str, str]) -> None:
         to_file: Annotated[Path | None, typer.Option(help="Write the entries to this file (JSON lines).")] = None,
         types: Annotated[list[str] | None, typer.Option("--type", help="Only this event type (repeatable).")] = None,
         correlation_id: Annotated[str | None, typer.Option(help="Only entries with this correlation id.")] = None,
-        dry_run: Annotated[bool, typer.Option(help="List what would be sent; send nothing.")] = False,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be sent; send nothing.")] = False,
         rate: Annotated[float | None, typer.Option(help="At most this many entries a second.")] = None,
     ) -> None:
         """Send messages again: from a stream, dead letters or an event log; to a stream or one group."""

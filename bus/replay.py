@@ -25,7 +25,7 @@ from schemas.eventlog import EventLogRecord
 from schemas.streams import dead_letters, replay_stream
 
 DLQ_PREFIX = dead_letters("")
-REPLAY_PREFIX = replay_stream("", "").rstrip(".") + "."
+REPLAY_PREFIX = replay_stream("", "").removesuffix(".")  # "replay."
 _ENTRY_ID = re.compile(r"^\d{1,20}(-\d{1,20})?$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
