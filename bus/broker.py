@@ -17,7 +17,7 @@ from bus.metrics import HandlerMetrics
 from bus.middleware import CLAIMED, StreamRoles, middleware_for
 from bus.settings import BusSettings
 from bus.wire import JsonEnvelopeFormat
-from schemas.streams import dead_letters
+from schemas.streams import dead_letters, replay_stream
 
 REPLAY_PREFIX = "replay."
 EVENTS_PREFIX = "events."
@@ -148,16 +148,23 @@ class Consumer:
         and acked unhandled. A failed event stays pending; the claimer hands it to the
         handler again after ``BUS_CLAIM_IDLE_MS``, until ``BUS_MAX_DELIVERIES`` sends it to
         ``dlq.<stream>``.
+
+        The handler also reads ``replay.<group>.<base>``, with the same guarantees: what
+        ``busway replay --to-group`` puts there reaches this group and no other.
         """
-        # One entry per read: events are handled one at a time anyway, and a prefetched
-        # batch would age in memory until the claimer hands it out a second time.
-        stream = self.stream(base, max_records=1)
-        self.event_streams.add(stream.name)
-        self.allowed[stream.name] = frozenset(allow if allow is not None else (producer_of_events(base),))
-        return _registering(
-            broker.subscriber(stream=stream, no_reply=True),
-            broker.subscriber(stream=self.claimer(stream), no_reply=True, parser=_mark_claimed),
-        )
+        producers = frozenset(allow if allow is not None else (producer_of_events(base),))
+        subscribers: list[Callable[[Any], object]] = []
+        for name in (base, replay_stream(self.service, base)):
+            # One entry per read: events are handled one at a time anyway, and a prefetched
+            # batch would age in memory until the claimer hands it out a second time.
+            stream = self.stream(name, max_records=1)
+            self.event_streams.add(stream.name)
+            self.allowed[stream.name] = producers
+            subscribers += [
+                broker.subscriber(stream=stream, no_reply=True),
+                broker.subscriber(stream=self.claimer(stream), no_reply=True, parser=_mark_claimed),
+            ]
+        return _registering(*subscribers)
 
     def claimer(self, stream: StreamSub) -> StreamSub:
         """A reader of ``stream``'s entries left pending too long.

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bus.operator_commands import register as register_operator_commands
 from bus.settings import BusSettings
 
 MODULES = {
@@ -34,6 +35,8 @@ MODULES = {
 }
 HANDLERS = ("users", "auth", "activity")
 """The services with a database to migrate (the mailer keeps its little state in Redis)."""
+EVENT_LOGS = ("users", "auth")
+"""The services whose outbox is their event log (``busway replay --from-log``)."""
 COLOURS = {
     "redis": "\033[35m",
     "users": "\033[36m",
@@ -222,6 +225,9 @@ def grant_admin(
     result = subprocess.run([sys.executable, "-m", MODULES["auth"], command, email], env=_child_env(), check=False)
     if result.returncode:
         raise typer.Exit(result.returncode)
+
+
+register_operator_commands(app, {name: MODULES[name] for name in EVENT_LOGS})
 
 
 def main() -> None:

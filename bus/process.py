@@ -43,22 +43,17 @@ def run_process(
     commands: Mapping[str, Callable[[S], None]],
     argv: Sequence[str] | None = None,
     *,
-    with_arguments: Mapping[str, tuple[str, Callable[[S, str], None]]] | None = None,
+    with_args: Mapping[str, Callable[[S, list[str]], int]] | None = None,
 ) -> int:
     """Load settings, set up logging, run the command named in ``argv`` (default: serve).
 
-    ``with_arguments``: commands that take one argument, as (its name in the usage, the command).
+    ``with_args``: commands that take the rest of ``argv`` and return the exit status.
     """
     args = list(sys.argv[1:] if argv is None else argv)
     name = args[0] if args else "serve"
-    takes_one = with_arguments or {}
-    if name in takes_one:
-        if len(args) != 2:
-            print(f"usage: python -m <{service} module> {name} {takes_one[name][0]}", file=sys.stderr)
-            return 2
-    elif name not in commands or len(args) > 1:
-        usage = "|".join([*commands, *(f"{n} {arg}" for n, (arg, _) in takes_one.items())])
-        print(f"usage: python -m <{service} module> [{usage}]", file=sys.stderr)
+    takes_args = with_args or {}
+    if name not in takes_args and (name not in commands or len(args) > 1):
+        print(f"usage: python -m <{service} module> [{'|'.join([*commands, *takes_args])}]", file=sys.stderr)
         return 2
     try:
         settings = load()
@@ -67,10 +62,9 @@ def run_process(
         return 2
     bus = bus_of(settings)
     configure_logging(service, bus.log_format, bus.log_level, instance_id(service))
-    if name in takes_one:
-        takes_one[name][1](settings, args[1])
-    else:
-        commands[name](settings)
+    if name in takes_args:
+        return takes_args[name](settings, args[1:])
+    commands[name](settings)
     return 0
 
 

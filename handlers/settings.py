@@ -24,6 +24,12 @@ class HandlerSettings(BaseSettings):
     )
     metrics_host: str = Field(default="127.0.0.1", description="Address the metrics endpoint listens on.")
     bus: BusSettings = Field(default_factory=BusSettings)
+    event_log_retention_days: int = Field(
+        default=30, ge=0, le=36_500, description="Days published events stay in the event log; 0 keeps them for ever."
+    )
+    event_log_prune_interval: float = Field(
+        default=3600.0, ge=1, le=7 * 86_400, description="Seconds between prunes of the event log."
+    )
 
     @model_validator(mode="after")
     def _production_secrets(self) -> Self:

@@ -7,6 +7,7 @@ from bus.metrics import HandlerMetrics, MetricsServer
 from bus.outbox import OutboxRelay
 from bus.runtime import ServiceRuntime
 from db.engine import create_engine, is_outage, session_factory
+from db.eventlog import EventLogPruner
 from db.migrations import migrate_at_start
 from db.outbox import SqlOutboxStore
 from handlers.auth import SERVICE
@@ -35,6 +36,12 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
     redis = create_redis(settings.bus)
     outbox = SqlOutboxStore(sessions, Outbox)
     relay = OutboxRelay(outbox, redis, settings.bus, signer=settings.bus.signer(SERVICE))
+    pruner = EventLogPruner(
+        sessions,
+        Outbox,
+        retention_days=settings.event_log_retention_days,
+        interval=settings.event_log_prune_interval,
+    )
     service = AuthService(
         sessions,
         PasswordHasher(
@@ -64,7 +71,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
         broker=broker,
         redis=redis,
         consumer=consumer,
-        components=[relay],
+        components=[relay, pruner],
         metrics=MetricsServer(
             metrics,
             redis,

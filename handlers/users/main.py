@@ -7,6 +7,7 @@ from bus.metrics import HandlerMetrics, MetricsServer
 from bus.outbox import OutboxRelay
 from bus.runtime import ServiceRuntime
 from db.engine import create_engine, is_outage, session_factory
+from db.eventlog import EventLogPruner
 from db.migrations import migrate_at_start
 from db.outbox import SqlOutboxStore
 from handlers.users import SERVICE
@@ -31,6 +32,12 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
     redis = create_redis(settings.bus)
     outbox = SqlOutboxStore(sessions, Outbox)
     relay = OutboxRelay(outbox, redis, settings.bus, signer=settings.bus.signer(SERVICE))
+    pruner = EventLogPruner(
+        sessions,
+        Outbox,
+        retention_days=settings.event_log_retention_days,
+        interval=settings.event_log_prune_interval,
+    )
     service = UsersService(sessions, session_factory(read_engine), events_committed=relay.wake)
     consumer = Consumer(settings.bus, SERVICE, instance or instance_id(SERVICE))
     metrics = HandlerMetrics(settings.bus)
@@ -47,7 +54,7 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
         broker=broker,
         redis=redis,
         consumer=consumer,
-        components=[relay],
+        components=[relay, pruner],
         metrics=MetricsServer(
             metrics,
             redis,
