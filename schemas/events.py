@@ -90,6 +90,8 @@ class RevocationReason(StrEnum):
     """Its user changed the password from another session."""
     PASSWORD_RESET = "password_reset"
     """The password was reset: every session ends."""
+    ACCOUNT_DELETED = "account_deleted"
+    """Its user asked for the account to be deleted: every session ends."""
 
 
 class PasswordResetRequested(Event):
@@ -131,6 +133,52 @@ class UserUpdated(Event):
     changes: dict[str, str]
 
 
+class AccountDeletionStarted(Event):
+    """auth began deleting an account: its credentials are held, its sessions have ended.
+
+    users deletes the profile and answers ``ProfileDeleted`` (or ``ProfileDeletionFailed``).
+    """
+
+    deletion_id: str
+    user_id: str
+
+
+class AccountDeleted(Event):
+    """The deletion saga finished: profile, credentials and sessions are gone.
+
+    Consumers delete what they keep about ``user_id`` (activity deletes the trail). The
+    email may be registered again, by anyone, as a new user with a new id.
+    """
+
+    deletion_id: str
+    user_id: str
+
+
+class AccountDeletionFailed(Event):
+    """The deletion saga was compensated: the account is active again (its sessions stay ended)."""
+
+    deletion_id: str
+    user_id: str
+    reason: ErrorCode
+    message: str
+
+
+class ProfileDeleted(Event):
+    """users deleted the profile asked for by an account deletion (or found none to delete)."""
+
+    deletion_id: str
+    user_id: str
+
+
+class ProfileDeletionFailed(Event):
+    """users refused to delete the profile asked for by an account deletion; nothing was deleted."""
+
+    deletion_id: str
+    user_id: str
+    reason: ErrorCode
+    message: str
+
+
 EVENT_TYPES: Final[dict[str, tuple[type[Event], int]]] = {
     cls.__name__: (cls, 1)
     for cls in (
@@ -145,6 +193,11 @@ EVENT_TYPES: Final[dict[str, tuple[type[Event], int]]] = {
         UserCreated,
         UserCreationFailed,
         UserUpdated,
+        AccountDeletionStarted,
+        AccountDeleted,
+        AccountDeletionFailed,
+        ProfileDeleted,
+        ProfileDeletionFailed,
     )
 }
 """Every event type: name -> (payload model, schema version)."""
@@ -161,5 +214,10 @@ EVENT_STREAMS: Final[dict[str, str]] = {
     "UserCreated": EVENTS_USERS,
     "UserCreationFailed": EVENTS_USERS,
     "UserUpdated": EVENTS_USERS,
+    "AccountDeletionStarted": EVENTS_AUTH,
+    "AccountDeleted": EVENTS_AUTH,
+    "AccountDeletionFailed": EVENTS_AUTH,
+    "ProfileDeleted": EVENTS_USERS,
+    "ProfileDeletionFailed": EVENTS_USERS,
 }
 """Every event type: name -> the stream its producer appends it to (``events.<producer>``)."""
