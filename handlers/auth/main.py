@@ -10,7 +10,7 @@ from db.engine import create_engine, is_outage, session_factory
 from db.migrations import migrate_at_start
 from db.outbox import SqlOutboxStore
 from handlers.auth import SERVICE
-from handlers.auth.keys import KeyRing
+from handlers.auth.keys import KeyFolderWatcher, KeyRing
 from handlers.auth.models import Outbox
 from handlers.auth.passwords import PasswordHasher
 from handlers.auth.revocations import RevocationList
@@ -35,6 +35,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
     redis = create_redis(settings.bus)
     outbox = SqlOutboxStore(sessions, Outbox)
     relay = OutboxRelay(outbox, redis, settings.bus)
+    keys = load_keys(settings)
     service = AuthService(
         sessions,
         PasswordHasher(
@@ -43,7 +44,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
             parallelism=settings.argon2_parallelism,
             concurrency=settings.hashing_concurrency,
         ),
-        load_keys(settings),
+        keys,
         TokenSettings(
             issuer=settings.token_issuer,
             audience=settings.token_audience,
@@ -64,7 +65,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
         broker=broker,
         redis=redis,
         consumer=consumer,
-        components=[relay],
+        components=[relay, KeyFolderWatcher(keys, settings.keys_reload_interval)],
         metrics=MetricsServer(
             metrics,
             redis,
