@@ -708,13 +708,17 @@ class AuthService:
 
         The sessions' tokens are refused at the gateway before this returns. A deletion
         already under way is answered with its state (a redelivered command, a second
-        click); NotFound for an account that is gone or was never completed.
+        click); NotFound for an account that is gone or was never completed. Two
+        deliveries of one command at once collide on the deletion id: the loser fails,
+        and its requester has the winner's answer.
         """
         deletion_id = _deletion_id_of(command_id)
         row: AccountDeletionRow | None = None
         async with self._sessions() as session, session.begin():
             credential = await session.get(Credential, cmd.user_id)
-            if credential is not None and credential.status == CredentialStatus.DELETING:
+            if (first := await session.get(AccountDeletionRow, deletion_id)) is not None:
+                row = first  # this very command, delivered again: its saga, however far it got
+            elif credential is not None and credential.status == CredentialStatus.DELETING:
                 row = await self._running_deletion(session, cmd.user_id)
             elif credential is not None and credential.status == CredentialStatus.ACTIVE:
                 now = _now()

@@ -1,5 +1,6 @@
 """DELETE /v1/users/me: the deletion saga across auth, users and activity, on real Redis and both databases."""
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -11,7 +12,11 @@ from handlers.auth.models import Credential, Outbox, RegistrationRow, SessionRow
 from handlers.users.models import Outbox as UsersOutbox
 from handlers.users.models import Profile
 from handlers.users.service import UsersService
+from schemas.commands import DeleteAccount
+from schemas.replies import AccountDeletion
+from schemas.streams import AUTH_DELETE_ACCOUNT
 from tests.e2e.conftest import PASSWORD, Account, register_and_login
+from tests.e2e.logins import deliver
 from tests.harness import Databases, System, eventually, run_system
 
 pytestmark = pytest.mark.e2e
@@ -205,3 +210,28 @@ async def register_and_login_as(system: System, email: str) -> Account:
     login = await system.http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
     assert login.status_code == 200, login.text
     return Account(created.json()["id"], email, login.json()["access_token"])
+
+
+async def test_a_deletion_command_delivered_again_answers_with_its_saga(system: System) -> None:
+    account = await register_and_login(system)
+    message_id = uuid.uuid4().hex
+    first = await deliver(
+        system, AUTH_DELETE_ACCOUNT, DeleteAccount(user_id=account.user_id), AccountDeletion, message_id
+    )
+
+    async def completed() -> bool:
+        return bool((await deletion_state(system, first.deletion_id))["state"] == "completed")
+
+    await eventually(completed, what="the deletion to complete")
+    again = await deliver(
+        system, AUTH_DELETE_ACCOUNT, DeleteAccount(user_id=account.user_id), AccountDeletion, message_id
+    )
+    assert again.deletion_id == first.deletion_id
+    assert again.state == "completed"
+    other = await system.http.delete("/v1/users/me", headers=account.auth)
+    assert other.status_code == 401
+
+
+async def test_the_status_of_an_unknown_or_malformed_deletion(system: System) -> None:
+    assert (await system.http.get("/v1/auth/account-deletions/0123456789abcdef")).status_code == 404
+    assert (await system.http.get("/v1/auth/account-deletions/not%20an%20id")).status_code == 422
