@@ -26,6 +26,7 @@ from schemas.events import (
     Event,
     LoginFailed,
     PasswordChanged,
+    ProfileDeleted,
     RegistrationCompleted,
     SessionRevoked,
     UserLoggedIn,
@@ -139,8 +140,13 @@ class ActivityService:
             )
         return True
 
-    async def forget_user(self, event: AccountDeleted, event_id: str) -> int:
-        """Delete the account's whole trail, once per event; how many entries went."""
+    async def forget_user(self, event: AccountDeleted | ProfileDeleted, event_id: str) -> int:
+        """Delete the account's whole trail, once per event; how many entries went.
+
+        Called for the last event about the user on each stream (``AccountDeleted`` on
+        events.auth, ``ProfileDeleted`` on events.users): whatever either stream still
+        held about the user was recorded before, so nothing comes back afterwards.
+        """
         async with self._sessions() as session, session.begin():
             if not await first_time(session, Inbox, event_id):
                 return 0
