@@ -227,6 +227,25 @@ def grant_admin(
         raise typer.Exit(result.returncode)
 
 
+@app.command("rotate-keys")
+def rotate_keys(
+    retire: Annotated[
+        str | None, typer.Option(help="Delete this key id instead, once the tokens it signed have expired.")
+    ] = None,
+) -> None:
+    """Add a new signing key to the auth keys folder (AUTH_SIGNING_KEYS_DIR, default var/auth-keys).
+
+    The new key signs from the running auth service's next look at the folder
+    (AUTH_KEYS_RELOAD_INTERVAL); the older keys keep verifying until retired.
+    """
+    argv = [sys.executable, "-m", MODULES["auth"], "rotate-key"]
+    if retire is not None:
+        argv += ["--retire", retire]
+    result = subprocess.run(argv, env=_child_env(), check=False)
+    if result.returncode:
+        raise typer.Exit(result.returncode)
+
+
 register_operator_commands(app, {name: MODULES[name] for name in EVENT_LOGS})
 
 

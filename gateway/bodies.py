@@ -55,3 +55,11 @@ class PublicProfile(Contract):
     id: str
     display_name: str
     created_at: datetime
+
+
+class AccountDeletionPending(Contract):
+    """202 from DELETE /v1/users/me: the deletion saga goes on; poll ``status_url``."""
+
+    deletion_id: str
+    status: RegistrationState
+    status_url: str

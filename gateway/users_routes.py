@@ -2,20 +2,25 @@
 
 from typing import Annotated
 
-from litestar import get, patch
+from litestar import Response, delete, get, patch
 from litestar.di import NamedDependency
 from litestar.exceptions import PermissionDeniedException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 
-from bus.rpc import BusClient
-from gateway.bodies import ProfilePatch, PublicProfile
+from bus.correlation import new_id
+from bus.rpc import BusClient, outcome_key
+from gateway.bodies import AccountDeletionPending, ProfilePatch, PublicProfile
+from gateway.resilience import ResilientBusClient
+from gateway.settings import GatewaySettings
 from gateway.tokens import Claims
 from schemas import streams
-from schemas.commands import GetUser, ListActivity, ListUsers, UpdateUser
-from schemas.replies import ActivityPage, UserPage, UserProfile
+from schemas.commands import DeleteAccount, GetAccountDeletion, GetUser, ListActivity, ListUsers, UpdateUser
+from schemas.errors import ErrorCode, ReplyError
+from schemas.replies import AccountDeletion, ActivityPage, RegistrationState, UserPage, UserProfile
 
 BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
+PROBLEM = "application/problem+json"
 
 
 @get("/v1/users/me", summary="My profile", security=BEARER)
@@ -82,4 +87,78 @@ async def list_users(
     return await bus.request(streams.USERS_LIST, ListUsers(cursor=cursor, limit=limit), UserPage)
 
 
-ROUTES = [get_me, patch_me, get_user, get_my_activity, list_users]
+def deletion_response(deletion: AccountDeletion) -> Response[AccountDeletionPending | None]:
+    """204 once deleted, 202 while pending; a compensated saga is raised as its error."""
+    if deletion.state == RegistrationState.COMPLETED:
+        return Response(None, status_code=204)
+    if deletion.state == RegistrationState.FAILED:
+        raise ReplyError(
+            deletion.reason_message or "The account could not be deleted.",
+            code=deletion.reason or ErrorCode.INTERNAL,
+            extra={"deletion_id": deletion.deletion_id},
+        )
+    status_url = f"/v1/auth/account-deletions/{deletion.deletion_id}"
+    pending = AccountDeletionPending(deletion_id=deletion.deletion_id, status=deletion.state, status_url=status_url)
+    return Response(pending, status_code=202, headers={"Location": status_url})
+
+
+@delete(
+    "/v1/users/me",
+    status_code=202,
+    summary="Delete my account",
+    security=BEARER,
+    responses={
+        204: ResponseSpec(None, description="The account is deleted."),
+        403: ResponseSpec(None, description="The account may not be deleted now; it is intact.", media_type=PROBLEM),
+    },
+)
+async def delete_me(
+    claims: NamedDependency[Claims],
+    bus: NamedDependency[ResilientBusClient],
+    settings: NamedDependency[GatewaySettings],
+) -> Response[AccountDeletionPending | None]:
+    """Delete my profile, credentials, sessions and activity; every token of mine stops working at once.
+
+    204 once deleted; 202 with ``status_url`` when the saga has not finished in time.
+
+    The access token is proof enough, as for any DELETE of one's own resource: no password.
+    Waits up to GATEWAY_REGISTRATION_WAIT seconds for the saga, like register.
+    """
+    message_id = new_id()
+    reply = bus.expect(message_id, producer="auth")
+    outcome = bus.expect(outcome_key(message_id), producer="auth")
+    command = DeleteAccount(user_id=claims.user_id)
+
+    async def first_reply(timeout: float) -> AccountDeletion:
+        await bus.send(streams.AUTH_DELETE_ACCOUNT, command, message_id=message_id, timeout=timeout)
+        return await bus.wait(reply, AccountDeletion, timeout=timeout, what=streams.AUTH_DELETE_ACCOUNT)
+
+    try:
+        downstream = bus.downstreams.of(streams.AUTH_DELETE_ACCOUNT)
+        deletion = await downstream.call(streams.AUTH_DELETE_ACCOUNT, first_reply, idempotent=False)
+        if deletion.state == RegistrationState.PENDING:
+            try:
+                deletion = await bus.wait(
+                    outcome, AccountDeletion, timeout=settings.registration_wait, what="the account deletion"
+                )
+            except ReplyError as exc:
+                if exc.reply.code != ErrorCode.UNAVAILABLE:
+                    raise
+    finally:
+        bus.forget(message_id)
+        bus.forget(outcome_key(message_id))
+    return deletion_response(deletion)
+
+
+@get("/v1/auth/account-deletions/{deletion_id:str}", summary="An account deletion saga's state")
+async def get_account_deletion(deletion_id: FromPath[str], bus: NamedDependency[BusClient]) -> AccountDeletion:
+    """pending, completed or failed (with the reason: the account was restored).
+
+    No token: the account's tokens stopped working when the deletion began; the id is unguessable.
+    """
+    return await bus.request(
+        streams.AUTH_GET_ACCOUNT_DELETION, GetAccountDeletion(deletion_id=deletion_id), AccountDeletion
+    )
+
+
+ROUTES = [get_me, patch_me, get_user, get_my_activity, list_users, delete_me, get_account_deletion]

@@ -11,7 +11,18 @@ from pydantic import Field
 from schemas import streams
 from schemas.base import Contract
 from schemas.fields import DisplayName, Email, Identifier, OpaqueToken, Password, Printable
-from schemas.replies import ActivityPage, Done, Jwks, Pong, Registration, SessionList, TokenPair, UserPage, UserProfile
+from schemas.replies import (
+    AccountDeletion,
+    ActivityPage,
+    Done,
+    Jwks,
+    Pong,
+    Registration,
+    SessionList,
+    TokenPair,
+    UserPage,
+    UserProfile,
+)
 
 
 class RegisterUser(Contract):
@@ -94,6 +105,21 @@ class RevokeSession(Contract):
     session_id: Identifier
 
 
+class DeleteAccount(Contract):
+    """Delete the caller's account: profile, credentials, sessions, trail (``auth.delete_account``).
+
+    Starts the deletion saga; its sessions end at once. The reply is the saga's state.
+    """
+
+    user_id: Identifier
+
+
+class GetAccountDeletion(Contract):
+    """Ask for the state of an account deletion saga (``auth.get_account_deletion``)."""
+
+    deletion_id: Identifier
+
+
 class GetUser(Contract):
     """Read one profile (``users.get``)."""
 
@@ -152,6 +178,8 @@ COMMANDS: Final[tuple[CommandRoute, ...]] = (
     CommandRoute(streams.AUTH_CONFIRM_PASSWORD_RESET, ConfirmPasswordReset, Done),
     CommandRoute(streams.AUTH_LIST_SESSIONS, ListSessions, SessionList),
     CommandRoute(streams.AUTH_REVOKE_SESSION, RevokeSession, Done),
+    CommandRoute(streams.AUTH_DELETE_ACCOUNT, DeleteAccount, AccountDeletion),
+    CommandRoute(streams.AUTH_GET_ACCOUNT_DELETION, GetAccountDeletion, AccountDeletion),
     CommandRoute(streams.USERS_GET, GetUser, UserProfile),
     CommandRoute(streams.USERS_UPDATE, UpdateUser, UserProfile),
     CommandRoute(streams.USERS_PING, Ping, Pong),

@@ -90,6 +90,8 @@ class RevocationReason(StrEnum):
     """Its user changed the password from another session."""
     PASSWORD_RESET = "password_reset"
     """The password was reset: every session ends."""
+    ACCOUNT_DELETED = "account_deleted"
+    """Its user asked for the account to be deleted: every session ends."""
 
 
 class PasswordResetRequested(Event):
@@ -157,6 +159,52 @@ class UserImported(Event):
     created_at: datetime
 
 
+class AccountDeletionStarted(Event):
+    """auth began deleting an account: its credentials are held, its sessions have ended.
+
+    users deletes the profile and answers ``ProfileDeleted`` (or ``ProfileDeletionFailed``).
+    """
+
+    deletion_id: str
+    user_id: str
+
+
+class AccountDeleted(Event):
+    """The deletion saga finished: profile, credentials and sessions are gone.
+
+    Consumers delete what they keep about ``user_id`` (activity deletes the trail). The
+    email may be registered again, by anyone, as a new user with a new id.
+    """
+
+    deletion_id: str
+    user_id: str
+
+
+class AccountDeletionFailed(Event):
+    """The deletion saga was compensated: the account is active again (its sessions stay ended)."""
+
+    deletion_id: str
+    user_id: str
+    reason: ErrorCode
+    message: str
+
+
+class ProfileDeleted(Event):
+    """users deleted the profile asked for by an account deletion (or found none to delete)."""
+
+    deletion_id: str
+    user_id: str
+
+
+class ProfileDeletionFailed(Event):
+    """users refused to delete the profile asked for by an account deletion; nothing was deleted."""
+
+    deletion_id: str
+    user_id: str
+    reason: ErrorCode
+    message: str
+
+
 EVENT_TYPES: Final[dict[str, tuple[type[Event], int]]] = {
     cls.__name__: (cls, 1)
     for cls in (
@@ -173,6 +221,11 @@ EVENT_TYPES: Final[dict[str, tuple[type[Event], int]]] = {
         UserUpdated,
         CredentialImported,
         UserImported,
+        AccountDeletionStarted,
+        AccountDeleted,
+        AccountDeletionFailed,
+        ProfileDeleted,
+        ProfileDeletionFailed,
     )
 }
 """Every event type: name -> (payload model, schema version)."""
@@ -191,5 +244,10 @@ EVENT_STREAMS: Final[dict[str, str]] = {
     "UserUpdated": EVENTS_USERS,
     "CredentialImported": EVENTS_AUTH,
     "UserImported": EVENTS_USERS,
+    "AccountDeletionStarted": EVENTS_AUTH,
+    "AccountDeleted": EVENTS_AUTH,
+    "AccountDeletionFailed": EVENTS_AUTH,
+    "ProfileDeleted": EVENTS_USERS,
+    "ProfileDeletionFailed": EVENTS_USERS,
 }
 """Every event type: name -> the stream its producer appends it to (``events.<producer>``)."""

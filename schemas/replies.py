@@ -37,6 +37,16 @@ class Registration(Contract):
     reason_message: str | None = None
 
 
+class AccountDeletion(Contract):
+    """The state of one account deletion saga; ``reason`` once failed (the account was restored)."""
+
+    deletion_id: str
+    user_id: str
+    state: RegistrationState
+    reason: ErrorCode | None = None
+    reason_message: str | None = None
+
+
 class TokenPair(Contract):
     """What a successful login returns."""
 

@@ -19,6 +19,8 @@ AUTH_REQUEST_PASSWORD_RESET: Final = "auth.request_password_reset"
 AUTH_CONFIRM_PASSWORD_RESET: Final = "auth.confirm_password_reset"
 AUTH_LIST_SESSIONS: Final = "auth.list_sessions"
 AUTH_REVOKE_SESSION: Final = "auth.revoke_session"
+AUTH_DELETE_ACCOUNT: Final = "auth.delete_account"
+AUTH_GET_ACCOUNT_DELETION: Final = "auth.get_account_deletion"
 
 USERS_GET: Final = "users.get"
 USERS_UPDATE: Final = "users.update"

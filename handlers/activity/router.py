@@ -7,7 +7,7 @@ from bus.subscribers import EventContext, Subscriber
 from handlers.activity.service import TRAIL_EVENTS, ActivityService
 from schemas import streams
 from schemas.commands import ListActivity
-from schemas.events import Event
+from schemas.events import AccountDeleted, Event, ProfileDeleted
 from schemas.replies import ActivityPage
 
 
@@ -18,6 +18,11 @@ def trail_subscriber(service: ActivityService) -> Subscriber:
     @subscriber.on(*TRAIL_EVENTS)
     async def record(event: Event, ctx: EventContext) -> None:
         await service.record(event, ctx.event_id, ctx.occurred_at)
+
+    # The account is gone: so is its trail (the right to erasure covers the audit trail too).
+    @subscriber.on(AccountDeleted, ProfileDeleted)
+    async def forget(event: AccountDeleted | ProfileDeleted, ctx: EventContext) -> None:
+        await service.forget_user(event, ctx.event_id)
 
     return subscriber
 

@@ -22,9 +22,11 @@ from handlers.activity.models import ActivityRow, Inbox
 from schemas.commands import ListActivity
 from schemas.errors import ErrorCode, ErrorDetail, ReplyError
 from schemas.events import (
+    AccountDeleted,
     Event,
     LoginFailed,
     PasswordChanged,
+    ProfileDeleted,
     RegistrationCompleted,
     SessionRevoked,
     UserLoggedIn,
@@ -137,6 +139,19 @@ class ActivityService:
                 )
             )
         return True
+
+    async def forget_user(self, event: AccountDeleted | ProfileDeleted, event_id: str) -> int:
+        """Delete the account's whole trail, once per event; how many entries went.
+
+        Called for the last event about the user on each stream (``AccountDeleted`` on
+        events.auth, ``ProfileDeleted`` on events.users): whatever either stream still
+        held about the user was recorded before, so nothing comes back afterwards.
+        """
+        async with self._sessions() as session, session.begin():
+            if not await first_time(session, Inbox, event_id):
+                return 0
+            result = await session.exec(delete(ActivityRow).where(col(ActivityRow.user_id) == event.user_id))
+        return int(result.rowcount)
 
     async def list(self, cmd: ListActivity) -> ActivityPage:
         """One page of ``cmd.user_id``'s trail, newest first."""

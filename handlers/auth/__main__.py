@@ -1,7 +1,7 @@
 """``python -m handlers.auth [COMMAND]``: the auth service's entry point.
 
 Commands: serve (default), migrate, eventlog [filters], import-legacy FILE ..., grant-admin EMAIL,
-revoke-admin EMAIL.
+revoke-admin EMAIL, rotate-key [--retire KID].
 """
 
 import asyncio
@@ -17,6 +17,7 @@ from db.eventlog import export_command
 from db.legacy_users import parse_import_arguments, run_import
 from db.migrations import upgrade
 from handlers.auth import SERVICE
+from handlers.auth.keys import KeyRing, RetireRefused, retire_key, write_new_key
 from handlers.auth.legacy_import import import_credentials
 from handlers.auth.main import MIGRATIONS, create_app
 from handlers.auth.models import Outbox
@@ -81,6 +82,36 @@ def _eventlog(settings: AuthSettings, args: list[str]) -> int:
     return export_command(SERVICE, settings.database_url, Outbox, args)
 
 
+def _rotate_key(settings: AuthSettings, args: list[str]) -> int:
+    """Add a signing key to the folder (it signs from now on), or retire an old one (``--retire KID``)."""
+    if args and (len(args) != 2 or args[0] != "--retire" or not args[1].strip()):
+        print("usage: python -m handlers.auth rotate-key [--retire KID]", file=sys.stderr)
+        return 2
+    retire = args[1].strip() if args else None
+    if settings.signing_key is not None:
+        print(
+            "rotate-key: AUTH_SIGNING_KEY is set; rotation works on AUTH_SIGNING_KEYS_DIR (unset the key)",
+            file=sys.stderr,
+        )
+        return 1
+    folder = settings.keys_dir
+    try:
+        if retire is not None:
+            path = retire_key(folder, retire)
+            print(f"retired {retire}: deleted {path}")
+            return 0
+        path = write_new_key(folder)
+        kid = KeyRing.load(None, folder, generate=False).current.kid
+    except (RetireRefused, ValueError, OSError) as exc:
+        print(f"rotate-key: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {path} (kid {kid}); the auth service signs with it within "
+        f"{settings.keys_reload_interval:g} s, tokens of the older keys stay valid until they expire"
+    )
+    return 0
+
+
 if __name__ == "__main__":
     sys.exit(
         run_process(
@@ -94,6 +125,7 @@ if __name__ == "__main__":
                 "import-legacy": _import_legacy,
                 "grant-admin": _role_command(admin=True),
                 "revoke-admin": _role_command(admin=False),
+                "rotate-key": _rotate_key,
             },
         )
     )

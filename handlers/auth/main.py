@@ -11,7 +11,7 @@ from db.eventlog import EventLogPruner
 from db.migrations import migrate_at_start
 from db.outbox import SqlOutboxStore
 from handlers.auth import SERVICE
-from handlers.auth.keys import KeyRing
+from handlers.auth.keys import KeyFolderWatcher, KeyRing
 from handlers.auth.models import Outbox
 from handlers.auth.passwords import PasswordHasher
 from handlers.auth.revocations import RevocationList
@@ -42,6 +42,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
         retention_days=settings.event_log_retention_days,
         interval=settings.event_log_prune_interval,
     )
+    keys = load_keys(settings)
     service = AuthService(
         sessions,
         PasswordHasher(
@@ -50,7 +51,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
             parallelism=settings.argon2_parallelism,
             concurrency=settings.hashing_concurrency,
         ),
-        load_keys(settings),
+        keys,
         TokenSettings(
             issuer=settings.token_issuer,
             audience=settings.token_audience,
@@ -71,7 +72,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
         broker=broker,
         redis=redis,
         consumer=consumer,
-        components=[relay, pruner],
+        components=[relay, pruner, KeyFolderWatcher(keys, settings.keys_reload_interval)],
         metrics=MetricsServer(
             metrics,
             redis,

@@ -18,10 +18,11 @@ class AuthBase(SQLModel, registry=registry()):
 
 
 class CredentialStatus(StrEnum):
-    """A credential is pending until the registration saga completes."""
+    """A credential is pending until the registration saga completes, deleting while its deletion runs."""
 
     PENDING = "pending"
     ACTIVE = "active"
+    DELETING = "deleting"
 
 
 class Credential(AuthBase, table=True):
@@ -61,6 +62,22 @@ class RegistrationRow(AuthBase, table=True):
     reason: str | None = Field(default=None, max_length=64)
     reason_message: str | None = Field(default=None, max_length=500)
     user_created_at: datetime | None = None
+    notify_to: str | None = Field(default=None, max_length=300)
+    notify_key: str | None = Field(default=None, max_length=200)
+    created_at: datetime = Field(default_factory=_now)
+    updated_at: datetime = Field(default_factory=_now)
+
+
+class AccountDeletionRow(AuthBase, table=True):
+    """One account deletion saga and where it stands; kept (no email, no name) for its status URL."""
+
+    __tablename__ = "account_deletions"
+
+    id: str = Field(primary_key=True, max_length=64)
+    user_id: str = Field(max_length=64, index=True)
+    state: str = Field(default="pending", max_length=16)
+    reason: str | None = Field(default=None, max_length=64)
+    reason_message: str | None = Field(default=None, max_length=500)
     notify_to: str | None = Field(default=None, max_length=300)
     notify_key: str | None = Field(default=None, max_length=200)
     created_at: datetime = Field(default_factory=_now)

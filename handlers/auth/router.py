@@ -11,6 +11,8 @@ from schemas import streams
 from schemas.commands import (
     ChangePassword,
     ConfirmPasswordReset,
+    DeleteAccount,
+    GetAccountDeletion,
     GetJwks,
     GetRegistration,
     ListSessions,
@@ -21,8 +23,8 @@ from schemas.commands import (
     RequestPasswordReset,
     RevokeSession,
 )
-from schemas.events import UserCreated, UserCreationFailed
-from schemas.replies import Done, Jwks, Registration, SessionList, TokenPair
+from schemas.events import ProfileDeleted, ProfileDeletionFailed, UserCreated, UserCreationFailed
+from schemas.replies import AccountDeletion, Done, Jwks, Registration, SessionList, TokenPair
 
 
 def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthService) -> None:
@@ -75,23 +77,37 @@ def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthS
     async def revoke_session(cmd: RevokeSession, message: RedisStreamMessage) -> Done:
         return await service.revoke_session(cmd, trace_of(message))
 
+    @consumer.command(broker, streams.AUTH_DELETE_ACCOUNT)
+    async def delete_account(cmd: DeleteAccount, message: RedisStreamMessage) -> AccountDeletion:
+        notify = Notify(message.reply_to, outcome_key(message.message_id)) if message.reply_to else None
+        return await service.delete_account(cmd, trace_of(message), notify, command_id=message.message_id)
+
+    @consumer.command(broker, streams.AUTH_GET_ACCOUNT_DELETION)
+    async def get_account_deletion(cmd: GetAccountDeletion) -> AccountDeletion:
+        return await service.account_deletion(cmd.deletion_id)
+
     @consumer.events(broker, streams.EVENTS_USERS, allow={"users"})
     async def on_users_event(message: RedisStreamMessage) -> None:
         event = decode_event(message.body, message.headers)
         trace = trace_of(message)
+        outcome: tuple[Registration | AccountDeletion, Notify | None] | None
         match event:
             case UserCreated():
                 outcome = await service.on_user_created(event, message.message_id, trace)
             case UserCreationFailed():
                 outcome = await service.on_user_creation_failed(event, message.message_id, trace)
+            case ProfileDeleted():
+                outcome = await service.on_profile_deleted(event, message.message_id, trace)
+            case ProfileDeletionFailed():
+                outcome = await service.on_profile_deletion_failed(event, message.message_id, trace)
             case _:
                 return
         if outcome is None:
             return
-        registration, notify = outcome
+        state, notify = outcome
         if notify is not None:
             await broker.publish(
-                registration,
+                state,
                 channel=notify.channel,
                 headers={REPLY_KEY: notify.key},
                 correlation_id=trace.correlation_id,

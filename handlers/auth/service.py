@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
-from sqlalchemy import CursorResult, update
+from sqlalchemy import CursorResult, delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -21,6 +21,7 @@ from handlers.auth import SERVICE
 from handlers.auth.keys import KeyRing
 from handlers.auth.models import (
     ADMIN,
+    AccountDeletionRow,
     Credential,
     CredentialStatus,
     HandledCommand,
@@ -36,6 +37,7 @@ from handlers.auth.passwords import PasswordHasher
 from schemas.commands import (
     ChangePassword,
     ConfirmPasswordReset,
+    DeleteAccount,
     ListSessions,
     LogIn,
     LogOut,
@@ -47,10 +49,15 @@ from schemas.commands import (
 from schemas.envelope import Trace
 from schemas.errors import ErrorCode, ReplyError
 from schemas.events import (
+    AccountDeleted,
+    AccountDeletionFailed,
+    AccountDeletionStarted,
     Event,
     LoginFailed,
     PasswordChanged,
     PasswordResetRequested,
+    ProfileDeleted,
+    ProfileDeletionFailed,
     RegistrationCompleted,
     RegistrationFailed,
     RegistrationStarted,
@@ -61,6 +68,7 @@ from schemas.events import (
     UserLoggedIn,
 )
 from schemas.replies import (
+    AccountDeletion,
     Done,
     Jwks,
     Registration,
@@ -91,6 +99,11 @@ class EmailTaken(ReplyError):
 def _registration_id_of(command_id: str) -> str:
     """A registration id derived from the command that began it (any id format in, hex out)."""
     return hashlib.sha256(f"registration:{command_id}".encode()).hexdigest()[:32]
+
+
+def _deletion_id_of(command_id: str) -> str:
+    """A deletion id derived from the command that began it, as for registrations."""
+    return hashlib.sha256(f"deletion:{command_id}".encode()).hexdigest()[:32]
 
 
 class InvalidCredentials(ReplyError):
@@ -160,6 +173,17 @@ def _now() -> datetime:
 
 def _hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def deletion_of(row: AccountDeletionRow) -> AccountDeletion:
+    """The contract view of an account deletion row."""
+    return AccountDeletion(
+        deletion_id=row.id,
+        user_id=row.user_id,
+        state=RegistrationState(row.state),
+        reason=ErrorCode(row.reason) if row.reason else None,
+        reason_message=row.reason_message,
+    )
 
 
 def registration_of(row: RegistrationRow) -> Registration:
@@ -686,6 +710,124 @@ class AuthService:
     def jwks(self) -> Jwks:
         """The public keys tokens are verified with."""
         return Jwks(keys=tuple(self._keys.jwks()))
+
+    async def delete_account(
+        self, cmd: DeleteAccount, trace: Trace, notify: Notify | None = None, *, command_id: str
+    ) -> AccountDeletion:
+        """Start deleting an account: hold its credential, end every session, ask users for the profile.
+
+        The sessions' tokens are refused at the gateway before this returns. A deletion
+        already under way is answered with its state (a redelivered command, a second
+        click); NotFound for an account that is gone or was never completed. Two
+        deliveries of one command at once collide on the deletion id: the loser fails,
+        and its requester has the winner's answer.
+        """
+        deletion_id = _deletion_id_of(command_id)
+        row: AccountDeletionRow | None = None
+        async with self._sessions() as session, session.begin():
+            credential = await session.get(Credential, cmd.user_id)
+            if (first := await session.get(AccountDeletionRow, deletion_id)) is not None:
+                row = first  # this very command, delivered again: its saga, however far it got
+            elif credential is not None and credential.status == CredentialStatus.DELETING:
+                row = await self._running_deletion(session, cmd.user_id)
+            elif credential is not None and credential.status == CredentialStatus.ACTIVE:
+                now = _now()
+                credential.status = CredentialStatus.DELETING
+                credential.updated_at = now
+                session.add(credential)
+                row = AccountDeletionRow(
+                    id=deletion_id,
+                    user_id=cmd.user_id,
+                    notify_to=notify.channel if notify else None,
+                    notify_key=notify.key if notify else None,
+                )
+                session.add(row)
+                await self._revoke_all(session, cmd.user_id, RevocationReason.ACCOUNT_DELETED, trace, now)
+                self._emit(session, AccountDeletionStarted(deletion_id=row.id, user_id=cmd.user_id), trace, cmd.user_id)
+        if row is None:
+            raise NotFound("No such account.")
+        self._events_committed()
+        await self._announce_revocations(cmd.user_id)
+        return deletion_of(row)
+
+    async def _running_deletion(self, session: AsyncSession, user_id: str) -> AccountDeletionRow | None:
+        return (
+            await session.exec(
+                select(AccountDeletionRow).where(
+                    AccountDeletionRow.user_id == user_id, AccountDeletionRow.state == RegistrationState.PENDING
+                )
+            )
+        ).first()
+
+    async def account_deletion(self, deletion_id: str) -> AccountDeletion:
+        """The state of one account deletion saga."""
+        async with self._sessions() as session:
+            row = await session.get(AccountDeletionRow, deletion_id)
+        if row is None:
+            raise NotFound("No such account deletion.")
+        return deletion_of(row)
+
+    async def on_profile_deleted(
+        self, event: ProfileDeleted, event_id: str, trace: Trace
+    ) -> tuple[AccountDeletion, Notify | None] | None:
+        """Saga step: the profile is gone, so delete the credential, sessions and tokens; AccountDeleted.
+
+        The account's registrations go too (they hold its email and name); the deletion
+        row stays, without either, to answer its status URL.
+        """
+        async with self._sessions() as session, session.begin():
+            if not await self._first_time(session, event_id):
+                return None
+            row = await session.get(AccountDeletionRow, event.deletion_id)
+            if row is None or row.state != RegistrationState.PENDING:
+                return None
+            user_id = row.user_id
+            session_ids = select(SessionRow.id).where(SessionRow.user_id == user_id)
+            await session.exec(delete(SpentRefreshToken).where(col(SpentRefreshToken.session_id).in_(session_ids)))
+            for table in (SessionRow, PasswordReset, RegistrationRow, Credential):
+                await session.exec(delete(table).where(col(table.user_id) == user_id))
+            row.state = RegistrationState.COMPLETED
+            row.updated_at = _now()
+            session.add(row)
+            self._emit(session, AccountDeleted(deletion_id=row.id, user_id=user_id), trace, user_id)
+        self._events_committed()
+        return deletion_of(row), _deletion_notify_of(row)
+
+    async def on_profile_deletion_failed(
+        self, event: ProfileDeletionFailed, event_id: str, trace: Trace
+    ) -> tuple[AccountDeletion, Notify | None] | None:
+        """Saga compensation: the profile stays, so the credential is active again; AccountDeletionFailed.
+
+        The sessions ended by the deletion stay ended: the user logs in again.
+        """
+        async with self._sessions() as session, session.begin():
+            if not await self._first_time(session, event_id):
+                return None
+            row = await session.get(AccountDeletionRow, event.deletion_id)
+            if row is None or row.state != RegistrationState.PENDING:
+                return None
+            credential = await session.get(Credential, row.user_id)
+            if credential is not None and credential.status == CredentialStatus.DELETING:
+                credential.status = CredentialStatus.ACTIVE
+                credential.updated_at = _now()
+                session.add(credential)
+            row.state = RegistrationState.FAILED
+            row.reason = event.reason.value
+            row.reason_message = event.message
+            row.updated_at = _now()
+            session.add(row)
+            failed = AccountDeletionFailed(
+                deletion_id=row.id, user_id=row.user_id, reason=event.reason, message=event.message
+            )
+            self._emit(session, failed, trace, row.user_id)
+        self._events_committed()
+        return deletion_of(row), _deletion_notify_of(row)
+
+
+def _deletion_notify_of(row: AccountDeletionRow) -> Notify | None:
+    if row.notify_to and row.notify_key:
+        return Notify(channel=row.notify_to, key=row.notify_key)
+    return None
 
 
 def _notify_of(row: RegistrationRow) -> Notify | None:

@@ -28,6 +28,9 @@ class AuthSettings(HandlerSettings):
     signing_keys_dir: Path | None = Field(
         default=None, description="Folder of *.pem signing keys; the newest signs, all verify."
     )
+    keys_reload_interval: float = Field(
+        default=10.0, ge=0.1, le=3600, description="Seconds between looks at the signing keys folder for new keys."
+    )
     # OWASP's argon2id baseline (m=19 MiB, t=2, p=1): strong, and the memory each
     # concurrent hash takes stays small enough to bound the service's RSS.
     argon2_time_cost: int = Field(default=2, ge=1, le=20)

@@ -8,7 +8,7 @@ from bus.events import decode_event, trace_of
 from handlers.users.service import UsersService
 from schemas import streams
 from schemas.commands import GetUser, ListUsers, Ping, UpdateUser
-from schemas.events import RegistrationStarted
+from schemas.events import AccountDeletionStarted, RegistrationStarted
 from schemas.replies import Pong, UserPage, UserProfile
 
 
@@ -36,5 +36,7 @@ def register_subscribers(broker: RedisBroker, consumer: Consumer, service: Users
         match decode_event(message.body, message.headers):
             case RegistrationStarted() as event:
                 await service.on_registration_started(event, message.message_id, trace_of(message))
+            case AccountDeletionStarted() as event:
+                await service.on_account_deletion_started(event, message.message_id, trace_of(message))
             case _:
                 return

@@ -17,7 +17,16 @@ from handlers.users.models import Inbox, Outbox, Profile
 from schemas.commands import ListUsers, UpdateUser
 from schemas.envelope import Trace
 from schemas.errors import ErrorCode, ErrorDetail, ReplyError
-from schemas.events import Event, RegistrationStarted, UserCreated, UserCreationFailed, UserUpdated
+from schemas.events import (
+    AccountDeletionStarted,
+    Event,
+    ProfileDeleted,
+    ProfileDeletionFailed,
+    RegistrationStarted,
+    UserCreated,
+    UserCreationFailed,
+    UserUpdated,
+)
 from schemas.replies import UserPage, UserProfile
 from schemas.streams import EVENTS_USERS
 
@@ -120,6 +129,35 @@ class UsersService:
                     created_at=row.created_at,
                 )
                 self._emit(session, created, trace, row.id)
+        self._events_committed()
+
+    def deletion_refused(self, profile: Profile) -> str | None:
+        """Why ``profile`` may not be deleted now, or None. Nothing holds a profile back yet.
+
+        The place for a legal hold or an open dispute: a reason here makes users answer
+        ProfileDeletionFailed, and auth restores the account (the saga's compensation).
+        """
+        del profile
+        return None
+
+    async def on_account_deletion_started(self, event: AccountDeletionStarted, event_id: str, trace: Trace) -> None:
+        """Saga step: delete the profile (none left is fine) and say so; or refuse. Once per event."""
+        async with self._sessions() as session, session.begin():
+            if await session.get(Inbox, event_id) is not None:
+                return
+            session.add(Inbox(event_id=event_id))
+            row = await session.get(Profile, event.user_id)
+            refused = self.deletion_refused(row) if row is not None else None
+            outcome: Event
+            if refused is not None:
+                outcome = ProfileDeletionFailed(
+                    deletion_id=event.deletion_id, user_id=event.user_id, reason=ErrorCode.FORBIDDEN, message=refused
+                )
+            else:
+                if row is not None:
+                    await session.delete(row)
+                outcome = ProfileDeleted(deletion_id=event.deletion_id, user_id=event.user_id)
+            self._emit(session, outcome, trace, event.user_id)
         self._events_committed()
 
     async def get(self, user_id: str) -> UserProfile:

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bus.cli import METRICS_PORTS, MODULES, app, metrics_port_defaults
+from handlers.auth.keys import generate_pem
 
 runner = CliRunner()
 
@@ -77,3 +78,53 @@ def test_up_gives_each_handler_a_metrics_port_unless_one_is_configured(
     assert metrics_port_defaults(env_file) == {"ACTIVITY_METRICS_PORT": "9103"}
     monkeypatch.setenv("ACTIVITY_METRICS_PORT", "9500")
     assert metrics_port_defaults(env_file) == {}
+
+
+def _rotate(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", "from bus.cli import main; main()", "rotate-keys", *args],
+        env={"PATH": "", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_rotate_keys_adds_a_signing_key_and_retires_an_old_one(tmp_path: Path) -> None:
+    env = {"AUTH_SIGNING_KEYS_DIR": str(tmp_path)}
+    first = _rotate(env)
+    second = _rotate(env)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert len(list(tmp_path.glob("*.pem"))) == 2
+    old_kid = first.stdout.split("(kid ")[1].split(")")[0]
+    new_kid = second.stdout.split("(kid ")[1].split(")")[0]
+
+    refused = _rotate(env, "--retire", new_kid)
+    assert refused.returncode == 1
+    assert refused.stderr.strip() == (
+        f"rotate-key: key {new_kid} is the newest and signs new tokens; rotate first, retire it later"
+    )
+    retired = _rotate(env, "--retire", old_kid)
+    assert retired.returncode == 0, retired.stderr
+    assert len(list(tmp_path.glob("*.pem"))) == 1
+
+
+@pytest.mark.parametrize(
+    ("fixed_key", "args", "message"),
+    [
+        (True, (), "rotate-key: AUTH_SIGNING_KEY is set"),
+        (False, ("--retire", "nope"), "rotate-key: no signing key 'nope'"),
+    ],
+)
+def test_rotate_keys_errors_are_one_clear_line(
+    tmp_path: Path, fixed_key: bool, args: tuple[str, ...], message: str
+) -> None:
+    env = {"AUTH_SIGNING_KEYS_DIR": str(tmp_path)}
+    if fixed_key:
+        env["AUTH_SIGNING_KEY"] = generate_pem().decode()
+    result = _rotate(env, *args)
+    assert result.returncode == 1
+    assert result.stderr.startswith(message), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in result.stderr
