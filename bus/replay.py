@@ -197,7 +197,8 @@ def read_records(lines: Iterable[str], origin: str) -> Iterator[Entry]:
             raise ReplayError(f"{origin}, line {number}: not an event log record ({where}: {first['msg']})") from None
         except ValueError as exc:
             raise ReplayError(f"{origin}, line {number}: not JSON ({exc})") from None
-        data = json.dumps(raw["message"], separators=(",", ":")).encode()
+        # Compact UTF-8, as the exporting service wrote the payload it signed.
+        data = json.dumps(raw["message"], separators=(",", ":"), ensure_ascii=False).encode()
         yield _entry(record.position or str(number), record.stream, data)
 
 

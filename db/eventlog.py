@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import json
 import sys
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -24,12 +24,28 @@ from sqlmodel import col, select
 from db.engine import SessionFactory, create_engine, is_sqlite, session_factory
 from db.outbox import OutboxFields, entry_of
 
+Encode = Callable[[Mapping[str, Any], bytes], bytes]
+"""Envelope headers and payload bytes -> the ``__data__`` bytes, signed by the exporting service."""
 
-def record_of(row: OutboxFields) -> dict[str, Any]:
-    """The exported form of one outbox row (schemas.eventlog.EventLogRecord), as the relay publishes it."""
+
+def canonical_json(value: Any) -> bytes:
+    """JSON as an exported record carries it (and ``busway replay`` writes it): compact, UTF-8."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def record_of(row: OutboxFields, encode: Encode | None = None) -> dict[str, Any]:
+    """The exported form of one outbox row (schemas.eventlog.EventLogRecord), as the relay publishes it.
+
+    With ``encode`` (the service's signing encoder) the message carries its producer's
+    signature, computed over the payload exactly as the record holds it, so subscribers
+    accept it when it is replayed.
+    """
     stream, headers, payload = entry_of(row)
-    message = {key: value for key, value in headers.items() if value is not None}
-    message["payload"] = json.loads(payload)
+    if encode is not None:
+        message = json.loads(encode(headers, canonical_json(json.loads(payload))))
+    else:
+        message = {key: value for key, value in headers.items() if value is not None}
+        message["payload"] = json.loads(payload)
     return {"stream": stream, "position": str(row.seq), "message": message}
 
 
@@ -167,7 +183,13 @@ def _parser(service: str) -> argparse.ArgumentParser:
     return parser
 
 
-async def export(sessions: SessionFactory, model: type[OutboxFields], out: TextIO, options: argparse.Namespace) -> int:
+async def export(
+    sessions: SessionFactory,
+    model: type[OutboxFields],
+    out: TextIO,
+    options: argparse.Namespace,
+    encode: Encode | None = None,
+) -> int:
     """Write the filtered log to ``out``, one JSON object per line; how many lines."""
     written = 0
     async for row in read_log(
@@ -178,13 +200,15 @@ async def export(sessions: SessionFactory, model: type[OutboxFields], out: TextI
         types=options.types,
         correlation_id=options.correlation_id,
     ):
-        out.write(json.dumps(record_of(row), separators=(",", ":")) + "\n")
+        out.write(json.dumps(record_of(row, encode), separators=(",", ":"), ensure_ascii=False) + "\n")
         written += 1
     out.flush()
     return written
 
 
-def export_command(service: str, database_url: str, model: type[OutboxFields], args: Sequence[str]) -> int:
+def export_command(
+    service: str, database_url: str, model: type[OutboxFields], args: Sequence[str], encode: Encode | None = None
+) -> int:
     """``python -m handlers.<service> eventlog [filters]``: the exit status.
 
     Logs go to stderr (stdout is the data); a failure is one line on stderr.
@@ -202,7 +226,7 @@ def export_command(service: str, database_url: str, model: type[OutboxFields], a
     async def run() -> int:
         engine = create_engine(database_url, pool_size=1)
         try:
-            return await export(session_factory(engine), model, sys.stdout, options)
+            return await export(session_factory(engine), model, sys.stdout, options, encode)
         finally:
             await engine.dispose()
 

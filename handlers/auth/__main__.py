@@ -5,11 +5,13 @@ revoke-admin EMAIL, rotate-key [--retire KID].
 """
 
 import asyncio
+import functools
 import sys
 from collections.abc import Callable
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from bus import wire
 from bus.process import run_async, run_process
 from bus.runtime import serve
 from db.engine import create_engine, session_factory
@@ -79,7 +81,8 @@ def _role_command(*, admin: bool) -> Callable[[AuthSettings, list[str]], int]:
 
 
 def _eventlog(settings: AuthSettings, args: list[str]) -> int:
-    return export_command(SERVICE, settings.database_url, Outbox, args)
+    encode = functools.partial(wire.encode, signer=settings.bus.signer(SERVICE))
+    return export_command(SERVICE, settings.database_url, Outbox, args, encode)
 
 
 def _rotate_key(settings: AuthSettings, args: list[str]) -> int:

@@ -1,7 +1,9 @@
 """``python -m handlers.users [serve|migrate|import-legacy FILE ...|eventlog [filters]]``."""
 
+import functools
 import sys
 
+from bus import wire
 from bus.process import run_async, run_process
 from bus.runtime import serve
 from db.eventlog import export_command
@@ -35,7 +37,8 @@ def _import_legacy(settings: UsersSettings, args: list[str]) -> int:
 
 
 def _eventlog(settings: UsersSettings, args: list[str]) -> int:
-    return export_command(SERVICE, settings.database_url, Outbox, args)
+    encode = functools.partial(wire.encode, signer=settings.bus.signer(SERVICE))
+    return export_command(SERVICE, settings.database_url, Outbox, args, encode)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,12 @@ from faststream.redis.annotations import RedisStreamMessage
 from redis.asyncio import Redis
 from typer.testing import CliRunner, Result
 
+from bus import wire
 from bus.broker import Consumer, create_broker, create_redis
 from bus.cli import app
 from bus.settings import BusSettings
+from db.eventlog import canonical_json
+from tests.harness import signed, signer_as
 
 runner = CliRunner()
 
@@ -36,14 +39,23 @@ def message(kind: str = "UserLoggedIn", *, correlation_id: str | None = None, **
         "version": 1,
         "occurred_at": datetime.now(UTC).isoformat(),
         "correlation_id": correlation_id or uuid.uuid4().hex,
-        "producer": "test",
+        "producer": "auth",  # events.auth's producer: its subscribers accept only what auth signed
         "payload": payload,
     }
 
 
+def exported(envelope: dict[str, Any]) -> dict[str, Any]:
+    """``envelope`` as a service's event log export holds it: compact payload, signed by its producer."""
+    headers = {key: value for key, value in envelope.items() if key not in {"headers", "payload"}}
+    body = canonical_json(envelope.get("payload"))
+    signed_bytes = wire.encode(headers, body, signer=signer_as(str(envelope["producer"])))
+    message: dict[str, Any] = json.loads(signed_bytes)
+    return message
+
+
 def data(envelope: dict[str, Any]) -> bytes:
-    """The ``__data__`` bytes of an envelope."""
-    return json.dumps(envelope, separators=(",", ":")).encode()
+    """The ``__data__`` bytes of an envelope, signed by its producer (busway refuses unsigned ones)."""
+    return signed(envelope)
 
 
 def text(value: Any) -> str:

@@ -25,7 +25,7 @@ from schemas.eventlog import EventLogRecord
 from schemas.events import RegistrationStarted
 from tests.e2e.conftest import PASSWORD, new_email
 from tests.harness import System, eventually
-from tests.integration.replaying import busway, data, entries, fresh_bus, message, raw_entries, subscriber
+from tests.integration.replaying import busway, data, entries, exported, fresh_bus, message, raw_entries, subscriber
 
 pytestmark = pytest.mark.integration
 
@@ -385,7 +385,7 @@ async def test_a_stream_exported_to_a_file_replays_from_it(bus: tuple[BusSetting
     result = await busway(settings, "replay", "--from-file", str(exported))
     assert result.exit_code == 0, result.output
     copies = await entries(redis, settings.name("events.test"))
-    assert [json.loads(body) for _, body in copies[3:]] == originals
+    assert [json.loads(body) for _, body in copies[3:]] == [json.loads(data(m)) for m in originals]
 
 
 # --- interrupted, then run again -------------------------------------------------------
@@ -405,7 +405,9 @@ async def test_an_interrupted_replay_run_again_has_each_effect_once(system: Syst
         for _ in range(count)
     ]
     source = tmp_path / "started.jsonl"
-    source.write_text("".join(json.dumps({"stream": "events.auth", "message": m}) + "\n" for m in started))
+    # As an exporting service writes them: signed by their producer (auth), or users refuses them.
+    lines = (json.dumps({"stream": "events.auth", "message": exported(m)}) + "\n" for m in started)
+    source.write_text("".join(lines))
     replay_stream = system.stream("replay.users.events.auth")
     env = {**os.environ, "REDIS_URL": system.bus.redis_url, "BUS_PREFIX": system.prefix}
     args = [BUSWAY, "replay", "--from-file", str(source), "--to-group", "users"]
