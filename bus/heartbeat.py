@@ -28,18 +28,23 @@ class Heartbeat:
         self._interval = settings.heartbeat_interval
         self._value = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "started": time.time()})
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
 
     async def start(self) -> None:
         """Beat once now, then on every interval."""
+        self._stopping.clear()
         await self._beat()
         self._task = asyncio.create_task(self._run(), name="heartbeat")
 
     async def stop(self) -> None:
-        """Stop beating and say so."""
+        """Stop beating (after the beat in progress, if any) and say so."""
+        # A flag, not task.cancel(): redis-py writes through asyncio.wait_for when the
+        # client has a socket timeout, and on Python 3.11 wait_for loses a cancel that
+        # races the write's completion; the task would then beat on and stop() wait for ever.
+        self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
+            self._task = None
         with contextlib.suppress(Exception):
             await self._redis.delete(self._key)
 
@@ -48,7 +53,11 @@ class Heartbeat:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stopping.wait()
+            if self._stopping.is_set():
+                return
             try:
                 await self._beat()
             except Exception as exc:  # Redis away: keep trying, /ready will show it
