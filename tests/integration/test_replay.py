@@ -10,6 +10,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -320,15 +321,22 @@ async def test_a_service_event_log_replays_into_one_group(system: System) -> Non
         login = await system.http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
         assert login.status_code == 200
         login_correlation = login.headers["x-request-id"]
-        auth_events = await entries(system.redis, system.stream("events.auth"))
-        on_stream = {json.loads(body)["type"]: json.loads(body) for _, body in auth_events}
+
+        async def logged_in() -> dict[str, Any] | None:
+            for _, body in await entries(system.redis, system.stream("events.auth")):
+                event: dict[str, Any] = json.loads(body)
+                if event["type"] == "UserLoggedIn" and event["correlation_id"] == login_correlation:
+                    return event
+            return None
+
+        relayed = await eventually(logged_in, what="UserLoggedIn on events.auth")
 
         dry = await busway(
             system.bus, "replay", "--from-log", "auth", "--type", "UserLoggedIn",
             "--correlation-id", login_correlation, "--dry-run", env=log_env(system),
         )  # fmt: skip
         assert dry.exit_code == 0, dry.output
-        assert listed_ids(dry.stdout) == [on_stream["UserLoggedIn"]["id"]]
+        assert listed_ids(dry.stdout) == [relayed["id"]]
         assert dry.stdout.splitlines()[1].split()[-1] == "events.auth"
         assert dry.stdout.splitlines()[-1] == "dry run, nothing sent: read 1, matched 1, sent 0, skipped 0"
 
@@ -413,8 +421,10 @@ async def test_an_interrupted_replay_run_again_has_each_effect_once(system: Syst
     args = [BUSWAY, "replay", "--from-file", str(source), "--to-group", "users"]
 
     child = await asyncio.create_subprocess_exec(
-        *args, "--rate", "8", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+        *args, "--rate", "8", env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        # A shell running pytest in the background ignores SIGINT, and children inherit that.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
     await eventually(lambda: _length_at_least(system.redis, replay_stream, 4), what="the first entries to go out")
     child.send_signal(signal.SIGINT)
     out, err = await child.communicate()
