@@ -46,6 +46,11 @@ fmt:
 bench *args:
     uv run python -m bench.run "$@"
 
+# The bus round trip alone (BusClient to a users handler, no HTTP): CPU per request on each side
+[group('perf')]
+bench-roundtrip *args:
+    uv run python -m bench.roundtrip "$@"
+
 # Regenerate docs/events.md, docs/asyncapi.json and the contracts snapshot (refuses an incompatible change unless --accept-breaking)
 [group('contracts')]
 contracts *args:

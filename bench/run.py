@@ -57,7 +57,18 @@ VARIANTS: dict[str, list[tuple[str, list[str], dict[str, str]]]] = {
     "busway": [
         ("users", [PY, "-m", "handlers.users", "serve"], {}),
         ("auth", [PY, "-m", "handlers.auth", "serve"], {}),
-        ("gateway", [PY, "-m", "gateway"], {"GATEWAY_PORT": str(PORT), "GATEWAY_RATE_LIMIT": "0"}),
+        (
+            "gateway",
+            [PY, "-m", "gateway"],
+            # The loader is one client logging in to one account many times at once: the
+            # brute-force guards would (rightly) lock it out. Rate limits off, lockout far away.
+            {
+                "GATEWAY_PORT": str(PORT),
+                "GATEWAY_RATE_LIMIT": "0",
+                "GATEWAY_LOGIN_MAX_FAILURES": "1000",
+                "GATEWAY_LOGIN_MAX_FAILURES_PER_IP": "100000",
+            },
+        ),
     ],
 }
 SCENARIOS = ("echo", "me", "login", "register", "me-while-login")
@@ -214,6 +225,34 @@ def started(variant: str, env: dict[str, str], logs: Path) -> Iterator[Running]:
                 proc.kill()
 
 
+@contextmanager
+def profiled(running: Running, folder: Path | None, what: str, seconds: float) -> Iterator[None]:
+    """With ``folder``, sample every process of ``running`` with py-spy while the block runs.
+
+    Each process's stacks go to ``<folder>/<variant>-<what>-<label>.txt`` in py-spy's
+    collapsed ("raw") format: one line per stack with its sample count, ready for
+    flamegraph.pl, speedscope, or ``sort -k2 -n``.
+    """
+    if folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    samplers = []
+    for label, proc in running.procs.items():
+        output = folder / f"{running.variant}-{what}-{label}.txt"
+        argv = ["py-spy", "record", "--pid", str(proc.pid), "--duration", str(max(1, round(seconds)))]
+        argv += ["--rate", "200", "--format", "raw", "--nonblocking", "--output", str(output)]
+        samplers.append(subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    try:
+        yield
+    finally:
+        for sampler in samplers:
+            try:
+                sampler.wait(timeout=seconds + 30)
+            except subprocess.TimeoutExpired:
+                sampler.kill()
+
+
 def wait_ready(base: str, running: Running, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     path = "/ready" if running.variant == "busway" else "/v1/ping"
@@ -275,7 +314,8 @@ async def bench_variant(
                 for connections in args.concurrency:
                     await load(base, request, connections, args.warmup)
                     before = {label: cpu_seconds(proc.pid) for label, proc in running.procs.items()}
-                    figures = await load(base, request, connections, args.duration)
+                    with profiled(running, args.profile, f"{scenario}-c{connections}", args.duration):
+                        figures = await load(base, request, connections, args.duration)
                     served = max(1.0, figures["rps"] * args.duration)
                     cpu = {
                         label: round((cpu_seconds(proc.pid) - before[label]) / served * 1e6)
@@ -410,7 +450,12 @@ def main() -> None:
     parser.add_argument("--soak", type=int, default=0, help="then load busway's me at C=32 this many seconds")
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="a smoke test: 1 s runs at C=32")
+    parser.add_argument(
+        "--profile", type=Path, metavar="DIR", help="sample every process with py-spy during each run, into DIR"
+    )
     args = parser.parse_args()
+    if args.profile is not None and shutil.which("py-spy") is None:
+        parser.error("--profile needs py-spy on PATH (pip install py-spy)")
     if args.quick:
         args.duration, args.warmup, args.concurrency = 1, 0.5, [32]
     if min(args.concurrency) < 1 or args.duration <= 0 or args.warmup < 0 or args.soak < 0:

@@ -4,6 +4,7 @@ import os
 import socket
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, TypeVar
 
 from faststream import AckPolicy
@@ -15,6 +16,7 @@ from redis.exceptions import ResponseError
 from bus.logs import stdlib_logger
 from bus.metrics import HandlerMetrics
 from bus.middleware import CLAIMED, StreamRoles, middleware_for
+from bus.resp import RespConnection
 from bus.settings import BusSettings
 from bus.wire import JsonEnvelopeFormat
 from schemas.streams import dead_letters, replay_stream
@@ -35,6 +37,24 @@ def instance_id(service: str) -> str:
     return f"{service}-{socket.gethostname()}-{os.getpid()}"
 
 
+class BuswayBroker(RedisBroker):
+    """FastStream's Redis broker plus the connection its middleware answers commands on."""
+
+    def __init__(self, *args: Any, replies: RespConnection, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.replies = replies
+
+    async def stop(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> None:
+        """Stop the subscribers (in-flight messages finish and are answered), then close."""
+        await super().stop(exc_type, exc_val, exc_tb)
+        await self.replies.stop()
+
+
 def create_broker(
     settings: BusSettings,
     service: str,
@@ -42,7 +62,7 @@ def create_broker(
     *,
     outage: Callable[[BaseException], bool] | None = None,
     metrics: HandlerMetrics | None = None,
-) -> RedisBroker:
+) -> BuswayBroker:
     """A FastStream broker speaking busway's wire format, with busway's middleware.
 
     ``roles`` (a service's Consumer) says which streams carry commands (the middleware
@@ -57,11 +77,13 @@ def create_broker(
     keyless = settings.environment == "production" and settings.signing_key is None
     signer = None if keyless else settings.signer(service)
     message_format = type(f"{service.title()}EnvelopeFormat", (JsonEnvelopeFormat,), {"signer": signer})
+    replies = RespConnection(settings.redis_url)
     middleware = middleware_for(
-        service, roles, outage=outage, metrics=metrics, signer=signer, verifier=settings.verifier()
+        service, roles, outage=outage, metrics=metrics, signer=signer, verifier=settings.verifier(), replies=replies
     )
-    return RedisBroker(
+    return BuswayBroker(
         settings.redis_url,
+        replies=replies,
         message_format=message_format,
         middlewares=[middleware],
         logger=stdlib_logger(service),

@@ -19,6 +19,7 @@ from pydantic import BaseModel, ValidationError
 from bus import wire
 from bus.correlation import correlated, current_correlation_id, new_id
 from bus.metrics import HandlerMetrics
+from bus.resp import RespConnection
 from bus.signing import Signer, Verifier, wire_payload
 from schemas.envelope import (
     CAUSATION_ID,
@@ -130,6 +131,8 @@ class BusMiddleware(BaseMiddleware):
     metrics: ClassVar[HandlerMetrics | None] = None
     signer: ClassVar[Signer | None] = None
     verifier: ClassVar[Verifier | None] = None
+    replies: ClassVar[RespConnection | None] = None
+    """Where command replies and acks go (one write per loop turn)."""
     consumed_id: str | None = None
 
     @staticmethod
@@ -322,18 +325,24 @@ class BusMiddleware(BaseMiddleware):
     async def _finish_command(
         self, msg: StreamMessage[Any], raw: dict[str, Any], result: Any, *, reply_allowed: bool = True
     ) -> None:
-        """Reply, ack, and delete a secret entry: one round trip to Redis."""
-        client = getattr(msg, "consumer", None)
-        if client is None:
-            return
+        """Reply, ack, and delete a secret entry: one round trip to Redis.
+
+        On the ``replies`` connection the commands finished in one event-loop turn share
+        a single write and read.
+        """
+        if self.replies is None or getattr(msg, "consumer", None) is None:
+            return  # not from Redis (FastStream's in-memory test broker): nothing to ack
         stream, ids = raw["channel"], raw["message_ids"]
-        async with client.pipeline(transaction=False) as pipe:
-            if msg.reply_to and reply_allowed:
-                pipe.publish(msg.reply_to, self._reply(msg, result))
-            pipe.xack(stream, getattr(msg, "group", None) or self.service, *ids)
-            if self.roles is not None and stream in self.roles.secret_streams:
-                pipe.xdel(stream, *ids)
-            await pipe.execute()
+        commands: list[tuple[Any, ...]] = []
+        if msg.reply_to and reply_allowed:
+            commands.append(("PUBLISH", msg.reply_to, self._reply(msg, result)))
+        commands.append(("XACK", stream, getattr(msg, "group", None) or self.service, *ids))
+        if self.roles is not None and stream in self.roles.secret_streams:
+            commands.append(("XDEL", stream, *ids))
+        results = await self.replies.execute(*commands)
+        errors = [result for result in results if isinstance(result, Exception)]
+        if errors:
+            raise errors[0]
 
     def _reply(self, msg: StreamMessage[Any], result: Any) -> bytes:
         """The wire bytes of the reply to ``msg``: a result, or an error response."""
@@ -382,6 +391,7 @@ def middleware_for(
     metrics: HandlerMetrics | None = None,
     signer: Signer | None = None,
     verifier: Verifier | None = None,
+    replies: RespConnection,
 ) -> type[BusMiddleware]:
     """The middleware class of one service: stamps ``producer``, replies to and acks its commands.
 
@@ -389,7 +399,8 @@ def middleware_for(
     broken handler: a command gets UNAVAILABLE instead of INTERNAL, and an event is retried
     without ever being dead-lettered for it. With ``metrics``, it counts every message it handles.
     ``signer`` signs its replies; with ``verifier``, a message on one of ``roles``' streams
-    is handled only when signed by a producer that stream allows.
+    is handled only when signed by a producer that stream allows. ``replies``: the
+    connection command replies and acks go out on.
     """
     attributes: dict[str, Any] = {
         "service": service,
@@ -397,6 +408,7 @@ def middleware_for(
         "metrics": metrics,
         "signer": signer,
         "verifier": verifier,
+        "replies": replies,
     }
     if outage is not None:
         attributes["outage"] = staticmethod(outage)

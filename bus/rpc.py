@@ -7,21 +7,18 @@ reply names that id as its ``causation_id``; a typed error reply is raised here 
 """
 
 import asyncio
-import contextlib
 import time
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from loguru import logger
 from pydantic import BaseModel, ValidationError
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus import wire
 from bus.correlation import current_correlation_id, new_id
-from bus.pipelining import Autopipeline
+from bus.resp import RespConnection, RespSubscription
 from bus.settings import BusSettings
 from bus.signing import wire_payload
 from schemas import envelope
@@ -55,58 +52,40 @@ def outcome_key(message_id: str) -> str:
 class BusClient:
     """Sends commands and waits for their replies on this process's inbox."""
 
-    def __init__(
-        self, redis: Redis, settings: BusSettings, instance: str, *, producer: str, inbox_redis: Redis | None = None
-    ) -> None:
-        """Publish with ``redis``; hold the inbox subscription on ``inbox_redis``.
+    def __init__(self, settings: BusSettings, instance: str, *, producer: str) -> None:
+        """Requests signed as ``producer``; replies to the inbox of ``instance``.
 
-        ``redis`` must have socket timeouts; the subscription blocks, so ``inbox_redis``
-        (default: ``redis``) should have none.
+        Commands go out on :attr:`connection` (pipelined, see ``bus/resp.py``), which the
+        process may share for other hot-path commands; replies arrive on a subscription
+        of their own.
         """
-        self._inbox_redis = inbox_redis or redis
-        self._pipeline = Autopipeline(redis)
+        self.connection = RespConnection(settings.redis_url)
         self._producer = producer
         self._settings = settings
         self._signer = settings.signer(producer)
         self._verifier = settings.verifier()
         self.inbox = settings.name(f"{INBOX_PREFIX}{instance}")
+        self._subscription = RespSubscription(settings.redis_url, self.inbox, self._deliver, name=f"inbox {self.inbox}")
+        self._subscription.on_loss = self._lost
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._producers: dict[str, str] = {}
-        self._reader: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
 
     async def start(self) -> None:
         """Subscribe to the inbox; returns once replies can arrive."""
-        self._reader = asyncio.create_task(self._read(), name=f"inbox {self.inbox}")
-        await asyncio.wait_for(self._subscribed.wait(), timeout=10)
+        await self._subscription.start()
 
     async def stop(self) -> None:
         """Stop reading; requests still waiting fail as unavailable."""
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await self._subscription.stop()
+        await self.connection.stop()
         for future in self._pending.values():
             if not future.done():
                 future.cancel()
         self._pending.clear()
         self._producers.clear()
 
-    async def _read(self) -> None:
-        while True:
-            pubsub = self._inbox_redis.pubsub()
-            try:
-                await pubsub.subscribe(self.inbox)
-                self._subscribed.set()
-                async for message in pubsub.listen():
-                    if message.get("type") == "message":
-                        self._deliver(message["data"])
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-                logger.warning("inbox connection lost, resubscribing: {}", exc)
-                await asyncio.sleep(0.5)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+    def _lost(self, exc: Exception) -> None:
+        logger.warning("inbox connection lost, resubscribing: {}", exc)
 
     def _deliver(self, data: bytes) -> None:
         payload, headers = wire.decode(data)
@@ -168,7 +147,8 @@ class BusClient:
         """Publish ``command`` on ``stream`` with this inbox as ``reply_to``; its message id.
 
         One XADD of the finished envelope: the hot path of every request, so it skips
-        FastStream's publish pipeline (the handlers' subscribers read it all the same).
+        FastStream's publish pipeline (the handlers' subscribers read it all the same);
+        the XADDs of one event-loop turn leave in one write.
         """
         message_id = message_id or new_id()
         now = time.time()
@@ -183,14 +163,10 @@ class BusClient:
             **(headers or {}),
         }
         entry = wire.encode(envelope, command.__pydantic_serializer__.to_json(command), signer=self._signer)
-        name, maxlen = self._settings.name(stream), self._settings.command_stream_maxlen
-
-        def queue(pipe: Pipeline) -> None:
-            pipe.xadd(name, {wire.DATA_FIELD: entry}, maxlen=maxlen, approximate=True)
-
+        xadd = ("XADD", self._settings.name(stream), "MAXLEN", "~", self._settings.command_stream_maxlen, "*")
         try:
             async with asyncio.timeout(timeout or self._settings.request_timeout):
-                [result] = await self._pipeline.execute(queue)
+                [result] = await self.connection.execute((*xadd, wire.DATA_FIELD, entry))
         except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
             logger.warning("cannot publish to {}: {!r}", stream, exc)
             raise ReplyError("The message bus is unreachable.", code=ErrorCode.UNAVAILABLE) from None

@@ -29,7 +29,6 @@ class Gateway:
         self.settings = settings
         self.instance = instance or instance_id(SERVICE)
         self._redis: Redis | None = None
-        self._inbox_redis: Redis | None = None
         self._bus: ResilientBusClient | None = None
         self.metrics = GatewayMetrics()
         self.downstreams = Downstreams(settings, self.metrics)
@@ -90,17 +89,9 @@ class Gateway:
     async def start(self) -> None:
         """Connect to Redis, open the reply inbox, fetch the signing keys if auth is up."""
         self._redis = create_redis(self.settings.bus)
-        self._revoked_sessions = RevokedSessions(self._redis, self.settings.bus)
         self._limits = Limits(self._redis, self.settings)
-        self._inbox_redis = create_redis(self.settings.bus, blocking=True)
-        self._bus = ResilientBusClient(
-            self._redis,
-            self.settings.bus,
-            self.instance,
-            producer=SERVICE,
-            inbox_redis=self._inbox_redis,
-            downstreams=self.downstreams,
-        )
+        self._bus = ResilientBusClient(self.settings.bus, self.instance, producer=SERVICE, downstreams=self.downstreams)
+        self._revoked_sessions = RevokedSessions(self._bus.connection, self.settings.bus)
         await self._bus.start()
         # In the background: the auth service may start after the gateway.
         self._keys_task = asyncio.create_task(self._load_keys(), name="load signing keys")
@@ -121,9 +112,8 @@ class Gateway:
                 await self._keys_task
         if self._bus is not None:
             await self._bus.stop()
-        for client in (self._redis, self._inbox_redis):
-            if client is not None:
-                await client.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
 
 
 def gateway_of(state: State) -> Gateway:

@@ -16,11 +16,9 @@ import jwt
 from jwt import PyJWK
 from litestar.exceptions import NotAuthorizedException
 from loguru import logger
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-from bus.pipelining import Autopipeline
+from bus.resp import RespConnection
 from bus.settings import BusSettings
 from schemas.errors import ErrorCode, ReplyError
 from schemas.replies import Jwks
@@ -56,23 +54,21 @@ def unauthorized(detail: str) -> NotAuthorizedException:
 class RevokedSessions:
     """The revoked-session keys auth writes (``revoked.<sid>``), read with one EXISTS per check.
 
-    The EXISTS of every request in one event-loop turn travel in one pipeline. Redis
-    unreachable means the check cannot be made: 503, never a token let through.
+    The EXISTS of every request in one event-loop turn travel in one write on the
+    gateway's hot-path connection. Redis unreachable means the check cannot be made: 503,
+    never a token let through.
     """
 
-    def __init__(self, redis: Redis, settings: BusSettings) -> None:
-        self._pipeline = Autopipeline(redis)
+    def __init__(self, connection: RespConnection, settings: BusSettings) -> None:
+        self._connection = connection
         self._settings = settings
 
     async def __call__(self, session_id: str) -> bool:
         """Whether ``session_id`` has been revoked."""
         key = self._settings.name(revoked_session(session_id))
 
-        def queue(pipe: Pipeline) -> None:
-            pipe.exists(key)
-
         try:
-            [found] = await self._pipeline.execute(queue)
+            [found] = await self._connection.execute(("EXISTS", key))
         except (RedisError, OSError) as exc:
             found = exc
         if isinstance(found, Exception):

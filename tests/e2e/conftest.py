@@ -2,10 +2,11 @@
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
-from tests.harness import System
+from tests.harness import System, eventually
 
 PASSWORD = "correct horse battery"
 
@@ -29,16 +30,37 @@ def new_email() -> str:
     return f"user-{uuid.uuid4().hex[:12]}@example.com"
 
 
-async def register_and_login(system: System, display_name: str = "Test User") -> Account:
-    """Register a new account through HTTP and log it in."""
-    email = new_email()
+async def register(system: System, email: str, display_name: str = "Test User") -> str:
+    """Register ``email`` through HTTP; the new user's id.
+
+    A 202 is a correct answer too (the saga took longer than the gateway waits, as it may
+    on a loaded machine): then the registration is followed until it completes.
+    """
     created = await system.http.post(
         "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": display_name}
     )
-    assert created.status_code == 201, created.text
+    if created.status_code == 201:
+        user_id: str = created.json()["id"]
+        return user_id
+    assert created.status_code == 202, created.text
+    status_url = created.json()["status_url"]
+
+    async def completed() -> dict[str, Any] | None:
+        state: dict[str, Any] = (await system.http.get(status_url)).json()
+        assert state["state"] in {"pending", "completed"}, state
+        return state if state["state"] == "completed" else None
+
+    state = await eventually(completed, timeout=30, what="the registration to complete")
+    return str(state["user"]["id"])
+
+
+async def register_and_login(system: System, display_name: str = "Test User", email: str | None = None) -> Account:
+    """Register a new account (``email``, else a fresh one) through HTTP and log it in."""
+    email = email or new_email()
+    user_id = await register(system, email, display_name)
     login = await system.http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
     assert login.status_code == 200, login.text
-    return Account(created.json()["id"], email, login.json()["access_token"])
+    return Account(user_id, email, login.json()["access_token"])
 
 
 @pytest.fixture

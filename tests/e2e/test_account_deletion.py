@@ -15,7 +15,7 @@ from handlers.users.service import UsersService
 from schemas.commands import DeleteAccount
 from schemas.replies import AccountDeletion
 from schemas.streams import AUTH_DELETE_ACCOUNT
-from tests.e2e.conftest import PASSWORD, Account, register_and_login
+from tests.e2e.conftest import PASSWORD, Account, register, register_and_login
 from tests.e2e.logins import deliver
 from tests.harness import Databases, System, eventually, run_system
 
@@ -65,11 +65,7 @@ async def assert_gone(system: System, account: Account, witness: Account) -> Non
         return await trail_length(system, account.user_id) == 0
 
     await eventually(trail_gone, what="the activity trail to be deleted")
-    again = await system.http.post(
-        "/v1/auth/register", json={"email": account.email, "password": PASSWORD, "display_name": "Again"}
-    )
-    assert again.status_code == 201, again.text
-    assert again.json()["id"] != account.user_id
+    assert await register(system, account.email, "Again") != account.user_id
 
 
 async def test_deleting_my_account_removes_everything_and_frees_the_email(system: System) -> None:
@@ -175,7 +171,7 @@ async def test_redelivered_deletion_events_change_nothing_twice(system: System) 
     account = await register_and_login(system)
     assert (await system.http.delete("/v1/users/me", headers=account.auth)).status_code == 204
     # The same email, a new account: the old saga's events must not touch it.
-    successor = await register_and_login_as(system, account.email)
+    successor = await register_and_login(system, "Successor", email=account.email)
     started = await event_id(system, "auth", "AccountDeletionStarted", account.user_id)
     deleted = await event_id(system, "auth", "AccountDeleted", account.user_id)
     profile_deleted = await event_id(system, "users", "ProfileDeleted", account.user_id)
@@ -200,16 +196,6 @@ async def test_redelivered_deletion_events_change_nothing_twice(system: System) 
     async with system.sessions("auth")() as session:
         emitted = (await session.exec(select(Outbox).where(Outbox.subject == account.user_id))).all()
     assert [row.type for row in emitted].count("AccountDeleted") == 1
-
-
-async def register_and_login_as(system: System, email: str) -> Account:
-    created = await system.http.post(
-        "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": "Successor"}
-    )
-    assert created.status_code == 201, created.text
-    login = await system.http.post("/v1/auth/login", json={"email": email, "password": PASSWORD})
-    assert login.status_code == 200, login.text
-    return Account(created.json()["id"], email, login.json()["access_token"])
 
 
 async def test_a_deletion_command_delivered_again_answers_with_its_saga(system: System) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from bus import wire
 from schemas.events import PasswordResetRequested
-from tests.e2e.conftest import PASSWORD, new_email
+from tests.e2e.conftest import new_email, register
 from tests.harness import Databases, System, eventually, run_system, signer_as
 
 pytestmark = pytest.mark.e2e
@@ -60,10 +60,7 @@ async def publish_reset_request(system: System, email: str, token: str) -> str:
 
 async def test_a_new_account_gets_one_welcome_mail_even_when_the_event_comes_twice(system: System) -> None:
     email = new_email()
-    response = await system.http.post(
-        "/v1/auth/register", json={"email": email, "password": PASSWORD, "display_name": "Ann Example"}
-    )
-    assert response.status_code == 201, response.text
+    user_id = await register(system, email, "Ann Example")
 
     async def welcomed() -> list[EmailMessage] | None:
         return mails_to(system, email) or None
@@ -74,7 +71,7 @@ async def test_a_new_account_gets_one_welcome_mail_even_when_the_event_comes_twi
     assert mail["To"].addresses[0].addr_spec == email
     assert "Hello Ann Example" in mail.get_content()
 
-    completed = await event_id_of(system, "RegistrationCompleted", response.json()["id"])
+    completed = await event_id_of(system, "RegistrationCompleted", user_id)
     assert completed in mail["Message-ID"]
     await system.deliver_again("events.auth", completed)
     await eventually(lambda: system.caught_up("mailer", "events.auth"), what="the mailer to handle the copy")

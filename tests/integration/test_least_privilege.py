@@ -20,7 +20,6 @@ from redis.exceptions import NoPermissionError
 from sqlalchemy.engine import make_url
 
 from bus.acl import acl_file
-from bus.broker import create_redis
 from bus.rpc import BusClient
 from bus.settings import BusSettings
 from handlers.users.main import create_app as create_users
@@ -132,8 +131,7 @@ async def test_users_and_a_gateway_work_under_their_own_redis_users(acl_redis: R
         )
         users = create_users(settings, instance="users-acl")
         gateway_bus = bus("gateway")
-        redis, inbox = create_redis(gateway_bus), create_redis(gateway_bus, blocking=True)
-        client = BusClient(redis, gateway_bus, "gateway-acl", producer="gateway", inbox_redis=inbox)
+        client = BusClient(gateway_bus, "gateway-acl", producer="gateway")
         await users.start()
         try:
             await client.start()
@@ -144,8 +142,6 @@ async def test_users_and_a_gateway_work_under_their_own_redis_users(acl_redis: R
         finally:
             await client.stop()
             await users.stop()
-            await redis.aclose()
-            await inbox.aclose()
 
 
 def test_the_acl_template_in_deploy_is_what_the_generator_makes() -> None:

@@ -3,7 +3,6 @@
 import pytest
 from sqlmodel import func, select
 
-from bus.broker import create_redis
 from bus.correlation import new_id
 from bus.rpc import BusClient
 from handlers.auth.models import Credential, RegistrationRow
@@ -18,10 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 async def test_a_repeated_register_command_returns_the_first_outcome(system: System) -> None:
-    redis = create_redis(system.bus)
-    client = BusClient(
-        redis, system.bus, f"idem-{new_id()}", producer="gateway"
-    )  # auth takes commands from the gateway alone
+    client = BusClient(system.bus, f"idem-{new_id()}", producer="gateway")  # auth takes commands from the gateway alone
     await client.start()
     try:
         command = RegisterUser(email=new_email(), password=PASSWORD, display_name="Twice")
@@ -38,7 +34,6 @@ async def test_a_repeated_register_command_returns_the_first_outcome(system: Sys
             await client.wait(other, Registration, timeout=10, what="register")
     finally:
         await client.stop()
-        await redis.aclose()
     assert answers[0].registration_id == answers[1].registration_id
     assert answers[0].user_id == answers[1].user_id
     async with system.sessions("auth")() as session:

@@ -8,7 +8,6 @@ from contextlib import asynccontextmanager
 
 import pytest
 from faststream.redis import RedisBroker
-from redis.asyncio import Redis
 
 from bus.broker import Consumer, create_broker, create_redis
 from bus.rpc import BusClient
@@ -41,8 +40,7 @@ async def running(
     server = create_broker(settings, service, consumer)
     subscribe(server, consumer)
     redis = create_redis(settings)
-    inbox = create_redis(settings, blocking=True)
-    client = BusClient(redis, settings, "client-1", producer="client", inbox_redis=inbox)
+    client = BusClient(settings, "client-1", producer="client")
     await consumer.ensure_groups(redis)
     await server.start()
     await client.start()
@@ -55,7 +53,6 @@ async def running(
         if keys:
             await redis.delete(*keys)
         await redis.aclose()
-        await inbox.aclose()
 
 
 def echo_service(server: RedisBroker, consumer: Consumer) -> None:
@@ -168,25 +165,25 @@ async def test_a_malformed_reply_is_an_internal_error_not_the_callers_fault(redi
 
 async def test_an_unreachable_redis_is_unavailable_not_a_crash() -> None:
     settings = BusSettings(redis_url="redis://127.0.0.1:1", prefix="test-down:")
-    redis = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
-    client = BusClient(redis, settings, "c", producer="c")
+    client = BusClient(settings, "c", producer="c")
     try:
         with pytest.raises(ReplyError) as caught:
             await client.send("echo.say", Echo(text="x"))
     finally:
-        await redis.aclose()
+        await client.stop()
     assert caught.value.reply.code == ErrorCode.UNAVAILABLE
 
 
 async def test_redis_refusing_the_write_is_unavailable_not_a_crash(redis_url: str) -> None:
     settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:")
     redis = create_redis(settings)
-    client = BusClient(redis, settings, "c", producer="c")
+    client = BusClient(settings, "c", producer="c")
     await redis.set(settings.name("echo.say"), "not a stream")  # XADD now answers WRONGTYPE
     try:
         with pytest.raises(ReplyError) as caught:
             await client.send("echo.say", Echo(text="x"))
     finally:
+        await client.stop()
         await redis.delete(settings.name("echo.say"))
         await redis.aclose()
     assert caught.value.reply.code == ErrorCode.UNAVAILABLE

@@ -126,7 +126,7 @@ async def test_an_unauthenticated_command_gets_no_reply(system: System, victim: 
 
 
 async def test_a_known_service_not_on_the_allow_list_gets_a_forbidden_reply(system: System, victim: Account) -> None:
-    mailer = BusClient(system.redis, system.bus, f"mailer-{new_id()}", producer="mailer")
+    mailer = BusClient(system.bus, f"mailer-{new_id()}", producer="mailer")
     await mailer.start()
     try:
         with pytest.raises(ReplyError) as refused:

@@ -8,8 +8,8 @@ from typing import Any
 import jwt
 import pytest
 from litestar.exceptions import NotAuthorizedException
-from redis.asyncio import Redis
 
+from bus.resp import RespConnection
 from bus.settings import BusSettings
 from gateway.tokens import RevokedSessions, TokenVerifier, bearer_token
 from handlers.auth.keys import KeyRing, SigningKey, generate_pem
@@ -135,13 +135,13 @@ async def test_only_genuine_tokens_cost_a_revocation_check() -> None:
 async def test_an_unreachable_revocation_set_refuses_with_503_not_a_pass() -> None:
     ring = KeyRing([SigningKey.from_pem(generate_pem())])
     # Nothing listens on port 1: the check cannot be made.
-    redis = Redis.from_url("redis://127.0.0.1:1", socket_connect_timeout=1)
+    connection = RespConnection("redis://127.0.0.1:1", connect_timeout=1)
     try:
         verifier = TokenVerifier(
-            Fetcher(ring), issuer="iss", audience="aud", revoked=RevokedSessions(redis, BusSettings())
+            Fetcher(ring), issuer="iss", audience="aud", revoked=RevokedSessions(connection, BusSettings())
         )
         with pytest.raises(ReplyError) as failed:
             await verifier.verify(token(ring))
         assert failed.value.reply.code == ErrorCode.UNAVAILABLE
     finally:
-        await redis.aclose()
+        await connection.stop()

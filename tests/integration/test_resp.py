@@ -1,0 +1,156 @@
+"""The hot-path Redis connection (bus/resp.py) against a real Redis."""
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from bus.resp import RespConnection, RespSubscription
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def keys(redis_url: str) -> AsyncIterator[str]:
+    """A fresh key prefix, deleted afterwards."""
+    prefix = f"test-resp-{uuid.uuid4().hex[:8]}:"
+    yield prefix
+    redis = Redis.from_url(redis_url)
+    found = [key async for key in redis.scan_iter(match=f"{prefix}*")]
+    if found:
+        await redis.delete(*found)
+    await redis.aclose()
+
+
+async def test_concurrent_callers_each_get_their_own_replies(redis_url: str, keys: str) -> None:
+    connection = RespConnection(redis_url)
+    try:
+        # Many callers in one loop turn share one write; each must get its own answers back.
+        answers = await asyncio.gather(
+            *(connection.execute(("ECHO", f"caller {i}"), ("INCR", f"{keys}n")) for i in range(300))
+        )
+    finally:
+        await connection.stop()
+    assert [echo for echo, _ in answers] == [f"caller {i}".encode() for i in range(300)]
+    assert sorted(count for _, count in answers) == list(range(1, 301))
+
+
+async def test_an_error_reply_takes_its_commands_place_and_spares_the_others(redis_url: str, keys: str) -> None:
+    connection = RespConnection(redis_url)
+    try:
+        await connection.execute(("SET", f"{keys}text", "not a stream"))
+        added, wrong, echoed = await connection.execute(
+            ("XADD", f"{keys}stream", "*", "f", "v"), ("XADD", f"{keys}text", "*", "f", "v"), ("ECHO", "after")
+        )
+    finally:
+        await connection.stop()
+    assert isinstance(added, bytes)
+    assert isinstance(wrong, ResponseError)
+    assert "WRONGTYPE" in str(wrong)
+    assert echoed == b"after"
+
+
+async def test_the_database_in_the_url_is_selected(redis_url: str, keys: str) -> None:
+    connection = RespConnection(f"{redis_url.rstrip('/')}/5")
+    plain = Redis.from_url(f"{redis_url.rstrip('/')}/5")
+    try:
+        await connection.execute(("SET", f"{keys}db", "five"))
+        assert await plain.get(f"{keys}db") == b"five"
+    finally:
+        await plain.delete(f"{keys}db")
+        await plain.aclose()
+        await connection.stop()
+
+
+async def test_a_killed_connection_fails_its_callers_and_the_next_call_reconnects(redis_url: str) -> None:
+    connection = RespConnection(redis_url)
+    admin = Redis.from_url(redis_url)
+    name = f"test-resp-{uuid.uuid4().hex[:8]}"
+    try:
+        await connection.execute(("CLIENT", "SETNAME", name))
+        blocked = asyncio.ensure_future(connection.execute(("BLPOP", f"{name}:never", 10)))
+        await asyncio.sleep(0.1)
+        [client] = [c for c in await admin.client_list() if c["name"] == name]
+        await admin.client_kill_filter(_id=client["id"])
+        with pytest.raises(RedisConnectionError):
+            await blocked
+        assert await connection.execute(("ECHO", "again")) == [b"again"]
+    finally:
+        await admin.aclose()
+        await connection.stop()
+
+
+async def test_a_silent_server_times_out_and_the_connection_is_replaced() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = RespConnection(f"redis://127.0.0.1:{port}", timeout=0.2)
+    try:
+        for _ in range(2):
+            with pytest.raises(RedisTimeoutError):
+                await connection.execute(("PING",))
+        # A reply owed on a dead connection could be handed to the next caller: each
+        # timeout closed it and the next call opened another.
+        assert len(accepted) == 2
+    finally:
+        await connection.stop()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_nothing_listening_is_a_connection_error() -> None:
+    connection = RespConnection("redis://127.0.0.1:1", connect_timeout=1)
+    with pytest.raises(RedisConnectionError):
+        await connection.execute(("PING",))
+    await connection.stop()
+
+
+async def test_a_subscription_delivers_and_resubscribes_after_a_loss(redis_url: str) -> None:
+    channel = f"test-resp-{uuid.uuid4().hex[:8]}"
+    received: list[bytes] = []
+    losses: list[Exception] = []
+    subscription = RespSubscription(redis_url, channel, received.append)
+    subscription.on_loss = losses.append
+    admin = Redis.from_url(redis_url)
+    try:
+        await subscription.start()
+        await admin.publish(channel, b"first")
+        await _until(lambda: received == [b"first"])
+        for client in await admin.client_list(_type="pubsub"):
+            with contextlib.suppress(Exception):
+                if "subscribe" in client.get("cmd", "") or int(client.get("sub", 0)) > 0:
+                    await admin.client_kill_filter(_id=client["id"])
+        await _until(lambda: bool(losses))
+
+        async def delivered() -> bool:
+            await admin.publish(channel, b"second")
+            await asyncio.sleep(0.1)
+            return b"second" in received
+
+        for _ in range(50):
+            if await delivered():
+                break
+        assert b"second" in received
+    finally:
+        await subscription.stop()
+        await admin.aclose()
+
+
+async def _until(condition: Callable[[], bool], timeout: float = 5) -> None:
+    for _ in range(int(timeout / 0.02)):
+        if condition():
+            return
+        await asyncio.sleep(0.02)
+    pytest.fail("the condition did not hold in time")
