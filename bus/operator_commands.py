@@ -78,6 +78,18 @@ def _connect(settings: BusSettings) -> redis.Redis:
     return client
 
 
+@contextmanager
+def _redis(settings: BusSettings) -> Iterator[redis.Redis]:
+    """A connection for one command, closed after; a Redis failure ends the command clearly."""
+    client = _connect(settings)
+    try:
+        yield client
+    except redis.RedisError as exc:
+        _fail(f"Redis failed: {exc}")
+    finally:
+        client.close()
+
+
 def _dead_letter_base(name: str) -> str:
     return name if name.startswith(DLQ_PREFIX) else f"{DLQ_PREFIX}{name}"
 
@@ -360,13 +372,8 @@ def register(app: typer.Typer, event_logs: Mapping[str, str]) -> None:
     ) -> None:
         """Every stream under BUS_PREFIX: length, groups, consumers, pending entries and their age."""
         settings = _settings()
-        client = _connect(settings)
-        try:
+        with _redis(settings) as client:
             infos = inspection.list_streams(client, settings)
-        except redis.RedisError as exc:
-            _fail(f"Redis failed: {exc}")
-        finally:
-            client.close()
         if as_json:
             typer.echo(json.dumps([info.as_json() for info in infos], indent=2))
             return
@@ -404,13 +411,8 @@ def register(app: typer.Typer, event_logs: Mapping[str, str]) -> None:
         if ctx.invoked_subcommand is not None:
             return
         settings = _settings()
-        client = _connect(settings)
-        try:
+        with _redis(settings) as client:
             found = inspection.dead_letter_streams(client, settings)
-        except redis.RedisError as exc:
-            _fail(f"Redis failed: {exc}")
-        finally:
-            client.close()
         if as_json:
             typer.echo(json.dumps([vars(stream) for stream in found], indent=2))
             return
@@ -431,15 +433,10 @@ def register(app: typer.Typer, event_logs: Mapping[str, str]) -> None:
         """Show dead letters: error, attempts, group, correlation id, the original type and time."""
         settings = _settings()
         base = _dead_letter_base(stream)
-        client = _connect(settings)
-        try:
+        with _redis(settings) as client:
             if client.type(settings.name(base)) != b"stream":
                 _fail(f"no dead-letter stream named {base!r}")
             letters = inspection.dead_letters(client, settings, base, count=count)
-        except redis.RedisError as exc:
-            _fail(f"Redis failed: {exc}")
-        finally:
-            client.close()
         if as_json:
             typer.echo(json.dumps([vars(letter) for letter in letters], indent=2))
             return
@@ -471,8 +468,7 @@ def register(app: typer.Typer, event_logs: Mapping[str, str]) -> None:
                 _fail(str(exc), exc.exit_code)
         settings = _settings()
         base = _dead_letter_base(stream)
-        client = _connect(settings)
-        try:
+        with _redis(settings) as client:
             if client.type(settings.name(base)) != b"stream":
                 _fail(f"no dead-letter stream named {base!r}")
             size = int(client.xlen(settings.name(base)))
@@ -480,10 +476,6 @@ def register(app: typer.Typer, event_logs: Mapping[str, str]) -> None:
             if not yes and not typer.confirm(f"Delete {what}?", default=False):
                 _fail("nothing deleted")
             deleted = inspection.purge(client, settings, base, to_id=to_id)
-        except redis.RedisError as exc:
-            _fail(f"Redis failed: {exc}")
-        finally:
-            client.close()
         typer.echo(f"deleted {deleted} entries from {base}")
 
     app.add_typer(dlq_app, name="dlq")

@@ -30,10 +30,9 @@ from typing import Any, Protocol, TypeVar, overload
 
 from faststream.message import StreamMessage
 from faststream.redis import RedisBroker
-from faststream.redis.annotations import RedisStreamMessage
 from redis.asyncio import Redis
 
-from bus.broker import Consumer, create_broker, create_redis, instance_id
+from bus.broker import BusMessage, Consumer, create_broker, create_redis, instance_id
 from bus.events import decode_event
 from bus.idempotency import RedisInbox
 from bus.logs import configure_logging
@@ -204,7 +203,7 @@ class Subscriber:
         prefix = consumer.settings.prefix
         for stream in self.streams:
 
-            async def handle(message: RedisStreamMessage) -> None:
+            async def handle(message: BusMessage) -> None:
                 await self.handle(message, prefix)
 
             consumer.events(broker, stream)(handle)

@@ -11,8 +11,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
-from bus.correlation import new_id
-from bus.rpc import BusClient, outcome_key
+from bus.rpc import BusClient
 from gateway.bodies import LoginBody, PasswordChangeBody, RefreshBody, RegistrationPending, ResetRequested
 from gateway.limits import client_ip
 from gateway.resilience import ResilientBusClient
@@ -102,28 +101,9 @@ async def register(
     settings: NamedDependency[GatewaySettings],
 ) -> Response[UserProfile | RegistrationPending]:
     """Run the registration saga and wait a bounded time for its outcome."""
-    message_id = new_id()
-    reply = bus.expect(message_id, producer="auth")
-    outcome = bus.expect(outcome_key(message_id), producer="auth")
-
-    async def first_reply(timeout: float) -> Registration:
-        await bus.send(streams.AUTH_REGISTER, data, message_id=message_id, timeout=timeout)
-        return await bus.wait(reply, Registration, timeout=timeout, what=streams.AUTH_REGISTER)
-
-    try:
-        # Under auth's breaker and bulkhead; sent once (not idempotent).
-        downstream = bus.downstreams.of(streams.AUTH_REGISTER)
-        registration = await downstream.call(streams.AUTH_REGISTER, first_reply, idempotent=False)
-        try:
-            registration = await bus.wait(
-                outcome, Registration, timeout=settings.registration_wait, what="the registration"
-            )
-        except ReplyError as exc:
-            if exc.reply.code != ErrorCode.UNAVAILABLE:
-                raise
-    finally:
-        bus.forget(message_id)
-        bus.forget(outcome_key(message_id))
+    registration = await bus.run_saga(
+        streams.AUTH_REGISTER, data, Registration, wait=settings.registration_wait, what="the registration"
+    )
     return registration_response(registration)
 
 

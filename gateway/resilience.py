@@ -31,14 +31,16 @@ from loguru import logger
 from pydantic import BaseModel
 
 from bus.correlation import correlated, current_correlation_id, new_id
-from bus.rpc import BusClient
+from bus.rpc import BusClient, outcome_key
 from gateway.metrics import GatewayMetrics
 from gateway.settings import GatewaySettings
 from schemas import streams
 from schemas.errors import ErrorCode, ReplyError
+from schemas.replies import AccountDeletion, Registration, RegistrationState
 
 T = TypeVar("T")
 ResultT = TypeVar("ResultT", bound=BaseModel)
+SagaT = TypeVar("SagaT", Registration, AccountDeletion)
 
 Attempt = Callable[[float], Awaitable[T]]
 """One try at a call, given the seconds it may take."""
@@ -392,3 +394,33 @@ class ResilientBusClient(BusClient):
 
         retry = stream in IDEMPOTENT_STREAMS if idempotent is None else idempotent
         return await self.downstreams.of(stream).call(stream, attempt, idempotent=retry, timeout=timeout)
+
+    async def run_saga(self, stream: str, command: BaseModel, result: type[SagaT], *, wait: float, what: str) -> SagaT:
+        """Start a saga with ``command`` (sent once: not idempotent); its state after at most ``wait`` seconds.
+
+        The handler answers at once with the saga's state, and again (on the outcome key)
+        when the saga ends. A saga still running after ``wait`` is returned pending, for
+        the caller to answer 202 with its status URL.
+        """
+        message_id = new_id()
+        producer = stream.partition(".")[0]
+        reply = self.expect(message_id, producer=producer)
+        outcome = self.expect(outcome_key(message_id), producer=producer)
+
+        async def first_reply(timeout: float) -> SagaT:
+            await self.send(stream, command, message_id=message_id, timeout=timeout)
+            return await self.wait(reply, result, timeout=timeout, what=stream)
+
+        try:
+            # Under the service's breaker and bulkhead.
+            state = await self.downstreams.of(stream).call(stream, first_reply, idempotent=False)
+            if state.state == RegistrationState.PENDING:
+                try:
+                    state = await self.wait(outcome, result, timeout=wait, what=what)
+                except ReplyError as exc:
+                    if exc.reply.code != ErrorCode.UNAVAILABLE:
+                        raise
+        finally:
+            self.forget(message_id)
+            self.forget(outcome_key(message_id))
+        return state

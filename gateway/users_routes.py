@@ -8,8 +8,7 @@ from litestar.exceptions import PermissionDeniedException
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 
-from bus.correlation import new_id
-from bus.rpc import BusClient, outcome_key
+from bus.rpc import BusClient
 from gateway.bodies import AccountDeletionPending, ProfilePatch, PublicProfile
 from gateway.resilience import ResilientBusClient
 from gateway.settings import GatewaySettings
@@ -124,29 +123,13 @@ async def delete_me(
     The access token is proof enough, as for any DELETE of one's own resource: no password.
     Waits up to GATEWAY_REGISTRATION_WAIT seconds for the saga, like register.
     """
-    message_id = new_id()
-    reply = bus.expect(message_id, producer="auth")
-    outcome = bus.expect(outcome_key(message_id), producer="auth")
-    command = DeleteAccount(user_id=claims.user_id)
-
-    async def first_reply(timeout: float) -> AccountDeletion:
-        await bus.send(streams.AUTH_DELETE_ACCOUNT, command, message_id=message_id, timeout=timeout)
-        return await bus.wait(reply, AccountDeletion, timeout=timeout, what=streams.AUTH_DELETE_ACCOUNT)
-
-    try:
-        downstream = bus.downstreams.of(streams.AUTH_DELETE_ACCOUNT)
-        deletion = await downstream.call(streams.AUTH_DELETE_ACCOUNT, first_reply, idempotent=False)
-        if deletion.state == RegistrationState.PENDING:
-            try:
-                deletion = await bus.wait(
-                    outcome, AccountDeletion, timeout=settings.registration_wait, what="the account deletion"
-                )
-            except ReplyError as exc:
-                if exc.reply.code != ErrorCode.UNAVAILABLE:
-                    raise
-    finally:
-        bus.forget(message_id)
-        bus.forget(outcome_key(message_id))
+    deletion = await bus.run_saga(
+        streams.AUTH_DELETE_ACCOUNT,
+        DeleteAccount(user_id=claims.user_id),
+        AccountDeletion,
+        wait=settings.registration_wait,
+        what="the account deletion",
+    )
     return deletion_response(deletion)
 
 

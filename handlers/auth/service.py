@@ -326,10 +326,7 @@ class AuthService:
             credential = await session.get(Credential, event.user_id)
             if credential is not None and credential.status == CredentialStatus.PENDING:
                 await session.delete(credential)
-            row.state = RegistrationState.FAILED
-            row.reason = event.reason.value
-            row.reason_message = event.message
-            row.updated_at = _now()
+            _mark_failed(row, event.reason.value, event.message)
             session.add(row)
             failed = RegistrationFailed(
                 registration_id=row.id, user_id=row.user_id, reason=event.reason, message=event.message
@@ -791,7 +788,7 @@ class AuthService:
             session.add(row)
             self._emit(session, AccountDeleted(deletion_id=row.id, user_id=user_id), trace, user_id)
         self._events_committed()
-        return deletion_of(row), _deletion_notify_of(row)
+        return deletion_of(row), _notify_of(row)
 
     async def on_profile_deletion_failed(
         self, event: ProfileDeletionFailed, event_id: str, trace: Trace
@@ -811,29 +808,29 @@ class AuthService:
                 credential.status = CredentialStatus.ACTIVE
                 credential.updated_at = _now()
                 session.add(credential)
-            row.state = RegistrationState.FAILED
-            row.reason = event.reason.value
-            row.reason_message = event.message
-            row.updated_at = _now()
+            _mark_failed(row, event.reason.value, event.message)
             session.add(row)
             failed = AccountDeletionFailed(
                 deletion_id=row.id, user_id=row.user_id, reason=event.reason, message=event.message
             )
             self._emit(session, failed, trace, row.user_id)
         self._events_committed()
-        return deletion_of(row), _deletion_notify_of(row)
+        return deletion_of(row), _notify_of(row)
 
 
-def _deletion_notify_of(row: AccountDeletionRow) -> Notify | None:
+def _notify_of(row: RegistrationRow | AccountDeletionRow) -> Notify | None:
+    """Whom to tell how the saga ended: the requester that asked to be told, if any."""
     if row.notify_to and row.notify_key:
         return Notify(channel=row.notify_to, key=row.notify_key)
     return None
 
 
-def _notify_of(row: RegistrationRow) -> Notify | None:
-    if row.notify_to and row.notify_key:
-        return Notify(channel=row.notify_to, key=row.notify_key)
-    return None
+def _mark_failed(row: RegistrationRow | AccountDeletionRow, reason: str, message: str) -> None:
+    """End a saga's row as failed, saying why."""
+    row.state = RegistrationState.FAILED
+    row.reason = reason
+    row.reason_message = message
+    row.updated_at = _now()
 
 
 async def set_admin(sessions: SessionFactory, email: str, *, admin: bool) -> str:

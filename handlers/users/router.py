@@ -1,9 +1,8 @@
 """users' subscribers: contract in, service call, reply or event out."""
 
 from faststream.redis import RedisBroker
-from faststream.redis.annotations import RedisStreamMessage
 
-from bus.broker import Consumer
+from bus.broker import BusMessage, Consumer
 from bus.events import decode_event, trace_of
 from handlers.users.service import UsersService
 from schemas import streams
@@ -24,7 +23,7 @@ def register_subscribers(broker: RedisBroker, consumer: Consumer, service: Users
         return Pong(service=consumer.service)
 
     @consumer.command(broker, streams.USERS_UPDATE, allow={"gateway"})
-    async def update_user(cmd: UpdateUser, message: RedisStreamMessage) -> UserProfile:
+    async def update_user(cmd: UpdateUser, message: BusMessage) -> UserProfile:
         return await service.update(cmd, trace_of(message))
 
     @consumer.command(broker, streams.USERS_LIST)
@@ -32,7 +31,7 @@ def register_subscribers(broker: RedisBroker, consumer: Consumer, service: Users
         return await service.list(cmd)
 
     @consumer.events(broker, streams.EVENTS_AUTH, allow={"auth"})
-    async def on_auth_event(message: RedisStreamMessage) -> None:
+    async def on_auth_event(message: BusMessage) -> None:
         match decode_event(message.body, message.headers):
             case RegistrationStarted() as event:
                 await service.on_registration_started(event, message.message_id, trace_of(message))

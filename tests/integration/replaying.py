@@ -9,12 +9,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from faststream.redis.annotations import RedisStreamMessage
 from redis.asyncio import Redis
 from typer.testing import CliRunner, Result
 
 from bus import wire
-from bus.broker import Consumer, create_broker, create_redis
+from bus.broker import BusMessage, Consumer, create_broker, create_redis
 from bus.cli import app
 from bus.settings import BusSettings
 from db.eventlog import canonical_json
@@ -88,7 +87,7 @@ async def subscriber(
     group: str,
     base: str,
     *,
-    fail: Callable[[RedisStreamMessage], bool] = lambda _: False,
+    fail: Callable[[BusMessage], bool] = lambda _: False,
 ) -> AsyncIterator[Seen]:
     """A consumer group on ``base`` built with ``Consumer.events``, recording what it handles.
 
@@ -99,7 +98,7 @@ async def subscriber(
     broker = create_broker(settings, group, consumer)
 
     @consumer.events(broker, base)
-    async def handle(msg: RedisStreamMessage) -> None:
+    async def handle(msg: BusMessage) -> None:
         if fail(msg):
             raise RuntimeError(f"{group} refuses {msg.message_id}")
         seen.ids.append(msg.message_id)
