@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import hiredis
+from loguru import logger
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
@@ -41,23 +42,26 @@ def _pack(command: Command) -> bytes:
 class _Batch:
     """The replies one caller waits for."""
 
-    __slots__ = ("expected", "future", "replies")
+    __slots__ = ("expected", "future", "replies", "sent_at")
 
-    def __init__(self, future: "asyncio.Future[list[Any]]", expected: int) -> None:
+    def __init__(self, future: "asyncio.Future[list[Any]]", expected: int, sent_at: float) -> None:
         self.future = future
         self.expected = expected
+        self.sent_at = sent_at
         self.replies: list[Any] = []
 
 
 class _Protocol(asyncio.Protocol):
     """One socket: writes coalesced per loop turn, replies parsed by hiredis, in order."""
 
-    def __init__(self, on_push: Callable[[Any], None] | None) -> None:
+    def __init__(self, on_push: Callable[[Any], None] | None, stall_timeout: float) -> None:
         self._reader = hiredis.Reader()
         self._on_push = on_push
+        self._stall_timeout = stall_timeout
         self._waiting: deque[_Batch] = deque()
         self._outgoing: list[bytes] = []
         self._transport: asyncio.Transport | None = None
+        self._watch: asyncio.TimerHandle | None = None
         self.lost = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -65,18 +69,42 @@ class _Protocol(asyncio.Protocol):
         sock = transport.get_extra_info("socket")
         if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            # A Pub/Sub connection may be quiet for hours: let the kernel notice a dead peer.
+            # A Pub/Sub connection may be quiet for hours: let the kernel notice a dead peer
+            # (or a NAT that forgot it) within about a minute, not the default two hours.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+            for option, value in (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3)):
+                if hasattr(socket, option):
+                    sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
     def send(self, packed: list[bytes]) -> "asyncio.Future[list[Any]]":
         if self._transport is None or self.lost.done():
             raise RedisConnectionError(_LOST)
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
-        self._waiting.append(_Batch(future, len(packed)))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
+        if self._watch is None:
+            self._watch = loop.call_at(loop.time() + self._stall_timeout, self._check_stall)
+        self._waiting.append(_Batch(future, len(packed), loop.time()))
         if not self._outgoing:
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         self._outgoing += packed
         return future
+
+    def _check_stall(self) -> None:
+        """Fail the connection when its oldest owed reply is ``stall_timeout`` late.
+
+        Callers may give up sooner (a deadline of their own): the connection itself must
+        notice a Redis that stopped answering, or every later caller would queue behind
+        replies that never come. One timer at a time, re-armed for the oldest batch.
+        """
+        self._watch = None
+        if not self._waiting:
+            return
+        loop = asyncio.get_running_loop()
+        due = self._waiting[0].sent_at + self._stall_timeout
+        if loop.time() >= due:
+            self.abort(RedisTimeoutError(f"no reply from Redis within {self._stall_timeout:g}s"))
+        else:
+            self._watch = loop.call_at(due, self._check_stall)
 
     def send_unanswered(self, packed: bytes) -> None:
         """Write a command whose replies arrive as pushes (SUBSCRIBE), not in order."""
@@ -110,7 +138,12 @@ class _Protocol(asyncio.Protocol):
                     batch.future.set_result(batch.replies)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        error = RedisConnectionError(f"{_LOST}: {exc}" if exc else _LOST)
+        self._fail(RedisConnectionError(f"{_LOST}: {exc}" if exc else _LOST))
+
+    def _fail(self, error: Exception) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         while self._waiting:
             future = self._waiting.popleft().future
             if not future.done():
@@ -118,11 +151,11 @@ class _Protocol(asyncio.Protocol):
         if not self.lost.done():
             self.lost.set_result(None)
 
-    def abort(self) -> None:
-        """Drop the connection now: whoever still waits on it fails at once."""
+    def abort(self, error: Exception | None = None) -> None:
+        """Drop the connection now: whoever still waits on it fails at once (with ``error``)."""
         if self._transport is not None:
             self._transport.abort()
-        self.connection_lost(None)
+        self._fail(error or RedisConnectionError(_LOST))
 
 
 class RespConnection:
@@ -140,15 +173,16 @@ class RespConnection:
         self._opening: asyncio.Lock | None = None
 
     async def execute(self, *commands: Command) -> list[Any]:
-        """Send ``commands`` together; their replies in order (an error reply as a ``ResponseError``)."""
+        """Send ``commands`` together; their replies in order (an error reply as a ``ResponseError``).
+
+        A caller may give up early (cancellation, a deadline of its own): its replies are
+        still read and dropped. A Redis silent for ``timeout`` seconds fails every caller
+        with ``TimeoutError`` and the connection is replaced.
+        """
+        if not commands:
+            return []
         protocol = await self._connected()
-        future = protocol.send([_pack(command) for command in commands])
-        try:
-            async with asyncio.timeout(self._timeout):
-                return await future
-        except TimeoutError:
-            protocol.abort()  # the replies still owed would be handed to later callers
-            raise RedisTimeoutError(f"no reply from Redis within {self._timeout:g}s") from None
+        return await protocol.send([_pack(command) for command in commands])
 
     async def stop(self) -> None:
         """Close the connection (it reopens if used again)."""
@@ -170,44 +204,70 @@ class RespConnection:
             self._opening = asyncio.Lock()
         async with self._opening:
             if self._protocol is None or self._protocol.lost.done():
-                self._protocol = await open_protocol(self._options, self._connect_timeout)
+                self._protocol = await open_protocol(self._options, self._connect_timeout, self._timeout)
             return self._protocol
 
 
 async def open_protocol(
-    options: dict[str, Any], connect_timeout: float, on_push: Callable[[Any], None] | None = None
+    options: dict[str, Any],
+    connect_timeout: float,
+    stall_timeout: float,
+    on_push: Callable[[Any], None] | None = None,
 ) -> _Protocol:
     """Connect, authenticate and select the database that ``options`` (from ``parse_url``) name."""
     loop = asyncio.get_running_loop()
 
     def factory() -> _Protocol:
-        return _Protocol(on_push)
+        return _Protocol(on_push, stall_timeout)
 
+    protocol: _Protocol | None = None
     try:
         async with asyncio.timeout(connect_timeout):
             if options.get("connection_class") is UnixDomainSocketConnection:
                 _, protocol = await loop.create_unix_connection(factory, options["path"])
             else:
-                tls = ssl.create_default_context() if options.get("connection_class") is SSLConnection else None
+                tls = _tls_context(options) if options.get("connection_class") is SSLConnection else None
                 host, port = options.get("host", "localhost"), options.get("port", 6379)
                 _, protocol = await loop.create_connection(factory, host, port, ssl=tls)
-            handshake: list[Command] = []
-            if options.get("password") is not None:
-                username = options.get("username")
-                handshake.append(("AUTH", username, options["password"]) if username else ("AUTH", options["password"]))
-            if options.get("db"):
-                handshake.append(("SELECT", options["db"]))
-            if handshake:
-                replies = await protocol.send([_pack(command) for command in handshake])
-                errors = [reply for reply in replies if isinstance(reply, Exception)]
-                if errors:
-                    protocol.abort()
-                    raise RedisConnectionError(f"Redis refused the connection: {errors[0]}")
-    except TimeoutError:
-        raise RedisTimeoutError(f"could not connect to Redis within {connect_timeout:g}s") from None
-    except OSError as exc:
-        raise RedisConnectionError(f"could not connect to Redis: {exc}") from exc
+            await _handshake(protocol, options)
+    except BaseException as exc:
+        if protocol is not None:
+            protocol.abort()  # half-open: never leave the socket behind
+        if isinstance(exc, TimeoutError):
+            raise RedisTimeoutError(f"could not connect to Redis within {connect_timeout:g}s") from None
+        if isinstance(exc, OSError) and not isinstance(exc, RedisConnectionError):
+            raise RedisConnectionError(f"could not connect to Redis: {exc}") from exc
+        raise
     return protocol
+
+
+async def _handshake(protocol: _Protocol, options: dict[str, Any]) -> None:
+    """AUTH and SELECT as the URL says; a refusal is a ``ConnectionError``."""
+    handshake: list[Command] = []
+    if options.get("password") is not None:
+        username = options.get("username")
+        handshake.append(("AUTH", username, options["password"]) if username else ("AUTH", options["password"]))
+    if options.get("db"):
+        handshake.append(("SELECT", options["db"]))
+    if handshake:
+        replies = await protocol.send([_pack(command) for command in handshake])
+        errors = [reply for reply in replies if isinstance(reply, Exception)]
+        if errors:
+            raise RedisConnectionError(f"Redis refused the connection: {errors[0]}")
+
+
+def _tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """The TLS settings of a ``rediss://`` URL, as redis-py reads them (``ssl_cert_reqs`` & co)."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"), capath=options.get("ssl_ca_path"))
+    if options.get("ssl_certfile"):
+        context.load_cert_chain(options["ssl_certfile"], options.get("ssl_keyfile"), options.get("ssl_password"))
+    check_hostname = options.get("ssl_check_hostname", True)
+    requirement = options.get("ssl_cert_reqs", "required")
+    if isinstance(requirement, str):
+        requirement = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL}.get(requirement.lower(), ssl.CERT_REQUIRED)
+    context.check_hostname = bool(check_hostname) and requirement != ssl.CERT_NONE
+    context.verify_mode = requirement
+    return context
 
 
 class RespSubscription:
@@ -229,7 +289,11 @@ class RespSubscription:
     async def start(self, timeout: float = 10) -> None:
         """Subscribe; returns once messages can arrive."""
         self._task = asyncio.create_task(self._run(), name=self._name)
-        await asyncio.wait_for(self._subscribed.wait(), timeout=timeout)
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), timeout=timeout)
+        except BaseException:
+            await self.stop()
+            raise
 
     async def stop(self) -> None:
         """Unsubscribe and close."""
@@ -243,18 +307,24 @@ class RespSubscription:
         if isinstance(reply, list) and len(reply) == 3:
             kind = reply[0]
             if kind == b"message":
-                self._on_message(reply[2])
+                try:
+                    self._on_message(reply[2])
+                except Exception:  # one bad message must not cost the connection and the replies after it
+                    logger.exception("{}: a message could not be handled", self._name)
             elif kind == b"subscribe":
                 self._subscribed.set()
 
     async def _run(self) -> None:
+        pause = 0.5
         while True:
             try:
-                protocol = await open_protocol(self._options, 5.0, on_push=self._push)
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+                protocol = await open_protocol(self._options, 5.0, 5.0, on_push=self._push)
+            except Exception as exc:  # refused, unreachable, misconfigured: say so and try again
                 self._lost(exc)
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 10.0)
                 continue
+            pause = 0.5
             try:
                 # SUBSCRIBE's confirmation arrives as a push: nothing waits for it in order.
                 protocol.send_unanswered(_pack(("SUBSCRIBE", self._channel)))
@@ -262,7 +332,7 @@ class RespSubscription:
             finally:
                 protocol.close()
             self._lost(RedisConnectionError(_LOST))
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(pause)
 
     def _lost(self, exc: Exception) -> None:
         if self.on_loss is not None:

@@ -110,6 +110,67 @@ async def test_a_silent_server_times_out_and_the_connection_is_replaced() -> Non
         await server.wait_closed()
 
 
+async def test_a_stall_is_noticed_even_when_every_caller_gives_up_first() -> None:
+    # The gateway's callers have deadlines shorter than the connection's: they are
+    # cancelled, never time out here. The connection must still see that Redis went quiet.
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = RespConnection(f"redis://127.0.0.1:{port}", timeout=0.3)
+    try:
+        for _ in range(5):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await connection.execute(("PING",))
+        await asyncio.sleep(0.4)
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await connection.execute(("PING",))
+        assert len(accepted) == 2  # the stalled connection was dropped and another opened
+    finally:
+        await connection.stop()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_handshake_that_times_out_leaves_no_socket_behind() -> None:
+    closed = asyncio.Event()
+
+    async def never_answer_auth(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.read(1024):
+            pass  # AUTH arrives and is never answered
+        closed.set()
+        writer.close()
+
+    server = await asyncio.start_server(never_answer_auth, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connection = RespConnection(f"redis://user:secret@127.0.0.1:{port}", connect_timeout=0.2)
+    try:
+        with pytest.raises(RedisTimeoutError):
+            await connection.execute(("PING",))
+        async with asyncio.timeout(2):
+            await closed.wait()
+    finally:
+        await connection.stop()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_no_commands_get_no_replies_and_spoil_nothing(redis_url: str) -> None:
+    connection = RespConnection(redis_url)
+    try:
+        assert await connection.execute() == []
+        assert await connection.execute(("ECHO", "still in order")) == [b"still in order"]
+    finally:
+        await connection.stop()
+
+
 async def test_nothing_listening_is_a_connection_error() -> None:
     connection = RespConnection("redis://127.0.0.1:1", connect_timeout=1)
     with pytest.raises(RedisConnectionError):
@@ -143,6 +204,29 @@ async def test_a_subscription_delivers_and_resubscribes_after_a_loss(redis_url: 
             if await delivered():
                 break
         assert b"second" in received
+    finally:
+        await subscription.stop()
+        await admin.aclose()
+
+
+async def test_a_message_its_handler_fails_on_costs_no_other_message(redis_url: str) -> None:
+    channel = f"test-resp-{uuid.uuid4().hex[:8]}"
+    received: list[bytes] = []
+
+    def handle(data: bytes) -> None:
+        if data == b"boom":
+            raise ValueError(data)
+        received.append(data)
+
+    subscription = RespSubscription(redis_url, channel, handle)
+    admin = Redis.from_url(redis_url)
+    try:
+        await subscription.start()
+        async with admin.pipeline(transaction=False) as pipe:  # one read holds all three
+            for data in (b"one", b"boom", b"three"):
+                pipe.publish(channel, data)
+            await pipe.execute()
+        await _until(lambda: received == [b"one", b"three"])
     finally:
         await subscription.stop()
         await admin.aclose()
