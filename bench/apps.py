@@ -98,6 +98,7 @@ def domain() -> Domain:
         memory_cost=settings.argon2_memory_cost,
         parallelism=settings.argon2_parallelism,
         concurrency=settings.hashing_concurrency,
+        niceness=settings.hashing_niceness,
     )
     tokens = TokenSettings(
         issuer=settings.token_issuer, audience=settings.token_audience, ttl=settings.access_token_ttl

@@ -50,6 +50,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
             memory_cost=settings.argon2_memory_cost,
             parallelism=settings.argon2_parallelism,
             concurrency=settings.hashing_concurrency,
+            niceness=settings.hashing_niceness,
         ),
         keys,
         TokenSettings(

@@ -1,16 +1,55 @@
 """Password hashing: argon2 for new hashes, bcrypt accepted (the monolith's), off the event loop."""
 
 import asyncio
+import contextlib
 import os
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 from passlib.context import CryptContext
+
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+
+
+def hashing_pool(workers: int, niceness: int) -> ThreadPoolExecutor:
+    """The process's threads for hashing: ``workers`` of them, at ``niceness``.
+
+    One pool per process (and size), shared by every hasher in it.
+    """
+    key = (workers, niceness)
+    pool = _pools.get(key)
+    if pool is None:
+        pool = _pools[key] = ThreadPoolExecutor(
+            workers, thread_name_prefix="password-hashing", initializer=_yield_cpu, initargs=(niceness,)
+        )
+    return pool
+
+
+def _yield_cpu(niceness: int) -> None:
+    """Lower this thread's CPU priority to ``niceness`` (on Linux a thread has its own).
+
+    A hash takes tens of milliseconds of CPU; at a lower priority it runs whenever a CPU
+    is idle but gives way to request handling (this process's event loop, the gateway,
+    other services on the same host), so reads stay fast while logins hash.
+    """
+    if niceness and sys.platform == "linux":
+        thread = threading.get_native_id()
+        with contextlib.suppress(OSError):  # never fatal: hashing still works at the same priority
+            os.setpriority(os.PRIO_PROCESS, thread, max(niceness, os.getpriority(os.PRIO_PROCESS, thread)))
 
 
 class PasswordHasher:
     """Hashes and verifies passwords in worker threads; upgrades old hashes."""
 
     def __init__(
-        self, *, time_cost: int = 2, memory_cost: int = 19_456, parallelism: int = 1, concurrency: int | None = None
+        self,
+        *,
+        time_cost: int = 2,
+        memory_cost: int = 19_456,
+        parallelism: int = 1,
+        concurrency: int | None = None,
+        niceness: int = 10,
     ) -> None:
         self._context = CryptContext(
             schemes=["argon2", "bcrypt"],
@@ -21,20 +60,18 @@ class PasswordHasher:
         )
         # Verified when the email is unknown, so both cases cost the same time.
         self._dummy = self._context.hash("busway-timing-equaliser")
-        # A bulkhead for the CPU: at most this many hashes run at once (each in a worker
-        # thread, off the event loop); the rest wait here instead of piling up threads,
-        # memory and latency for every other request.
-        self._slots = asyncio.Semaphore(concurrency or os.cpu_count() or 1)
+        # A bulkhead for the CPU: at most this many hashes run at once, each in a worker
+        # thread off the event loop and at a lower CPU priority; the rest wait their turn
+        # instead of piling up threads, memory and latency for every other request.
+        self._pool = hashing_pool(concurrency or os.cpu_count() or 1, niceness)
 
     async def hash(self, password: str) -> str:
         """A new argon2 hash of ``password``."""
-        async with self._slots:
-            return await asyncio.to_thread(self._context.hash, password)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._context.hash, password)
 
     async def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
         """Whether ``password`` matches ``stored``, and a replacement hash when it is outdated."""
-        async with self._slots:
-            return await asyncio.to_thread(self._verify, password, stored)
+        return await asyncio.get_running_loop().run_in_executor(self._pool, self._verify, password, stored)
 
     def _verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
         try:

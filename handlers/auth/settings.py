@@ -39,6 +39,12 @@ class AuthSettings(HandlerSettings):
     hashing_concurrency: int | None = Field(
         default=None, ge=1, le=64, description="Hashes computed at once; default: the number of CPUs."
     )
+    hashing_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU priority of the hashing threads (Linux nice; 0: as the process), so requests go first.",
+    )
 
     @property
     def keys_dir(self) -> Path:

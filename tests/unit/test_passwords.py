@@ -1,8 +1,14 @@
 """Password hashing: argon2 by default, monolith bcrypt hashes accepted and upgraded."""
 
-import bcrypt
+import asyncio
+import os
+import sys
+import threading
 
-from handlers.auth.passwords import PasswordHasher
+import bcrypt
+import pytest
+
+from handlers.auth.passwords import PasswordHasher, hashing_pool
 
 FAST = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 
@@ -35,3 +41,17 @@ async def test_unknown_user_and_malformed_hash_fail_without_raising() -> None:
     hasher = PasswordHasher(**FAST)
     assert await hasher.verify("anything", None) == (False, None)
     assert await hasher.verify("anything", "not-a-hash") == (False, None)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread priorities are Linux's")
+async def test_hashing_threads_give_way_to_request_handling() -> None:
+    hasher = PasswordHasher(**FAST, concurrency=1, niceness=7)
+    await hasher.hash("warm the thread up")
+
+    def priority() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    main_thread = priority()
+    hashing_thread = await asyncio.get_running_loop().run_in_executor(hashing_pool(1, 7), priority)
+    assert hashing_thread >= max(7, main_thread)
+    assert priority() == main_thread  # the event loop's thread keeps its priority
