@@ -15,6 +15,7 @@ both clients alike.
 
 import asyncio
 import contextlib
+import hashlib
 import socket
 import ssl
 from collections import deque
@@ -268,6 +269,24 @@ def _tls_context(options: dict[str, Any]) -> ssl.SSLContext:
     context.check_hostname = bool(check_hostname) and requirement != ssl.CERT_NONE
     context.verify_mode = requirement
     return context
+
+
+class Script:
+    """A Lua script, run by its SHA1 (EVALSHA) and sent whole only when Redis lacks it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+    async def __call__(self, connection: RespConnection, keys: Sequence[str], args: Sequence[str | int]) -> Any:
+        """The script's result on ``connection``; an error reply raises ``ResponseError``."""
+        tail = (len(keys), *keys, *args)
+        [result] = await connection.execute(("EVALSHA", self.sha, *tail))
+        if isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT"):
+            [result] = await connection.execute(("EVAL", self.source, *tail))
+        if isinstance(result, Exception):
+            raise result
+        return result
 
 
 class RespSubscription:

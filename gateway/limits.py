@@ -22,9 +22,9 @@ from typing import Any
 from litestar.connection import ASGIConnection
 from litestar.exceptions import TooManyRequestsException
 from loguru import logger
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from bus.resp import RespConnection, Script
 from gateway.settings import GatewaySettings
 from schemas.errors import ErrorCode, ReplyError
 
@@ -127,16 +127,18 @@ def _account_key(email: str) -> str:
 class Limits:
     """Rate limits and login lockout over one Redis."""
 
-    def __init__(self, redis: Redis, settings: GatewaySettings) -> None:
+    def __init__(self, connection: RespConnection, settings: GatewaySettings) -> None:
+        """Count on ``connection``: the gateway's hot-path one (bus/resp.py), as a login does twice."""
+        self._connection = connection
         self._settings = settings
         self._name = settings.bus.name
-        self._hit = redis.register_script(_HIT)
-        self._reserve = redis.register_script(_RESERVE)
-        self._release = redis.register_script(_RELEASE)
+        self._hit = Script(_HIT)
+        self._reserve = Script(_RESERVE)
+        self._release = Script(_RELEASE)
 
-    async def _run(self, script: Any, keys: list[str], args: list[Any]) -> Any:
+    async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         try:
-            return await script(keys=[self._name(key) for key in keys], args=args)
+            return await script(self._connection, [self._name(key) for key in keys], args)
         except (RedisError, OSError) as exc:
             # Without the counters the limits cannot be enforced: refuse, never let through.
             logger.warning("cannot reach the rate-limit counters: {!r}", exc)

@@ -89,8 +89,8 @@ class Gateway:
     async def start(self) -> None:
         """Connect to Redis, open the reply inbox, fetch the signing keys if auth is up."""
         self._redis = create_redis(self.settings.bus)
-        self._limits = Limits(self._redis, self.settings)
         self._bus = ResilientBusClient(self.settings.bus, self.instance, producer=SERVICE, downstreams=self.downstreams)
+        self._limits = Limits(self._bus.connection, self.settings)
         self._revoked_sessions = RevokedSessions(self._bus.connection, self.settings.bus)
         await self._bus.start()
         # In the background: the auth service may start after the gateway.

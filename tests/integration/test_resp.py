@@ -11,7 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from bus.resp import RespConnection, RespSubscription
+from bus.resp import RespConnection, RespSubscription, Script
 
 pytestmark = pytest.mark.integration
 
@@ -168,6 +168,22 @@ async def test_no_commands_get_no_replies_and_spoil_nothing(redis_url: str) -> N
         assert await connection.execute() == []
         assert await connection.execute(("ECHO", "still in order")) == [b"still in order"]
     finally:
+        await connection.stop()
+
+
+async def test_a_script_is_sent_whole_once_then_run_by_its_sha(redis_url: str, keys: str) -> None:
+    script = Script(f"-- {uuid.uuid4().hex}\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])")
+    connection = RespConnection(redis_url)
+    admin = Redis.from_url(redis_url)
+    try:
+        assert await admin.script_exists(script.sha) == [False]
+        assert await script(connection, [f"{keys}counter"], [5]) == 5  # NOSCRIPT, then EVAL
+        assert await admin.script_exists(script.sha) == [True]
+        assert await script(connection, [f"{keys}counter"], [2]) == 7  # EVALSHA
+        with pytest.raises(ResponseError):
+            await Script("return redis.call('NOSUCHCOMMAND')")(connection, [], [])
+    finally:
+        await admin.aclose()
         await connection.stop()
 
 
