@@ -102,7 +102,7 @@ class _Protocol(asyncio.Protocol):
             return
         loop = asyncio.get_running_loop()
         due = self._waiting[0].sent_at + self._stall_timeout
-        if loop.time() >= due:
+        if loop.time() + 0.001 >= due:  # uvloop may fire a timer up to a millisecond early
             self.abort(RedisTimeoutError(f"no reply from Redis within {self._stall_timeout:g}s"))
         else:
             self._watch = loop.call_at(due, self._check_stall)

@@ -141,7 +141,7 @@ class Limits:
             return await script(self._connection, [self._name(key) for key in keys], args)
         except (RedisError, OSError) as exc:
             # Without the counters the limits cannot be enforced: refuse, never let through.
-            logger.warning("cannot reach the rate-limit counters: {!r}", exc)
+            logger.warning("cannot reach the rate-limit counters: {}: {}", type(exc).__name__, exc)
             raise ReplyError("The service cannot take this request right now.", code=ErrorCode.UNAVAILABLE) from None
 
     async def hit(self, route: str, ip: str | None) -> None:

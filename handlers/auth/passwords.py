@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from passlib.context import CryptContext
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
+_pools_lock = threading.Lock()
 
 
 def hashing_pool(workers: int, niceness: int) -> ThreadPoolExecutor:
@@ -18,20 +19,31 @@ def hashing_pool(workers: int, niceness: int) -> ThreadPoolExecutor:
     One pool per process (and size), shared by every hasher in it.
     """
     key = (workers, niceness)
-    pool = _pools.get(key)
-    if pool is None:
-        pool = _pools[key] = ThreadPoolExecutor(
-            workers, thread_name_prefix="password-hashing", initializer=_yield_cpu, initargs=(niceness,)
-        )
-    return pool
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = ThreadPoolExecutor(
+                workers, thread_name_prefix="password-hashing", initializer=_yield_cpu, initargs=(niceness,)
+            )
+        return pool
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity, e.g. a container's cpuset), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
 
 
 def _yield_cpu(niceness: int) -> None:
     """Lower this thread's CPU priority to ``niceness`` (on Linux a thread has its own).
 
     A hash takes tens of milliseconds of CPU; at a lower priority it runs whenever a CPU
-    is idle but gives way to request handling (this process's event loop, the gateway,
-    other services on the same host), so reads stay fast while logins hash.
+    is idle but gives way to request handling (this process's event loop, and other
+    services' processes in the same scheduling group), so reads stay fast while logins
+    hash. Linux weighs nice only within a cgroup (or session autogroup): services in
+    separate containers or systemd units share CPU by their groups' weights (cpu.weight,
+    CPU shares), which is where to give auth less than the others.
     """
     if niceness and sys.platform == "linux":
         thread = threading.get_native_id()
@@ -63,7 +75,7 @@ class PasswordHasher:
         # A bulkhead for the CPU: at most this many hashes run at once, each in a worker
         # thread off the event loop and at a lower CPU priority; the rest wait their turn
         # instead of piling up threads, memory and latency for every other request.
-        self._pool = hashing_pool(concurrency or os.cpu_count() or 1, niceness)
+        self._pool = hashing_pool(concurrency or usable_cpus(), niceness)
 
     async def hash(self, password: str) -> str:
         """A new argon2 hash of ``password``."""

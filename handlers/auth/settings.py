@@ -37,7 +37,7 @@ class AuthSettings(HandlerSettings):
     argon2_memory_cost: int = Field(default=19_456, ge=1024, le=4_194_304, description="KiB.")
     argon2_parallelism: int = Field(default=1, ge=1, le=16)
     hashing_concurrency: int | None = Field(
-        default=None, ge=1, le=64, description="Hashes computed at once; default: the number of CPUs."
+        default=None, ge=1, le=64, description="Hashes computed at once; default: the CPUs this process may use."
     )
     hashing_niceness: int = Field(
         default=10,
