@@ -97,7 +97,7 @@ def create_broker(
     keyless = settings.environment == "production" and settings.signing_key is None
     signer = None if keyless else settings.signer(service)
     message_format = type(f"{service.title()}EnvelopeFormat", (JsonEnvelopeFormat,), {"signer": signer})
-    replies = RespConnection(settings.redis_url)
+    replies = RespConnection(settings.redis_url, client_name=f"{service}:replies:{os.getpid()}")
     middleware = middleware_for(
         service, roles, outage=outage, metrics=metrics, signer=signer, verifier=settings.verifier(), replies=replies
     )

@@ -16,6 +16,7 @@ both clients alike.
 import asyncio
 import contextlib
 import hashlib
+import re
 import socket
 import ssl
 from collections import deque
@@ -32,6 +33,14 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 Command = Sequence[str | bytes | int | float]
 
 _LOST = "the connection to Redis was lost"
+
+
+def _options(url: str, client_name: str) -> dict[str, Any]:
+    """How to connect: redis-py's reading of ``url``, and a client name Redis accepts."""
+    options: dict[str, Any] = dict(parse_url(url))
+    if client_name:
+        options["client_name"] = re.sub(r"[^A-Za-z0-9._:-]", "-", client_name)[:128]
+    return options
 
 
 def _pack(command: Command) -> bytes:
@@ -166,8 +175,9 @@ class RespConnection:
     for dead (closed, so the next call opens a new one) and ``TimeoutError`` is raised.
     """
 
-    def __init__(self, url: str, *, timeout: float = 5.0, connect_timeout: float = 5.0) -> None:
-        self._options: dict[str, Any] = dict(parse_url(url))
+    def __init__(self, url: str, *, timeout: float = 5.0, connect_timeout: float = 5.0, client_name: str = "") -> None:
+        """``client_name``: what ``CLIENT LIST`` calls this connection (e.g. ``gateway:<instance>``)."""
+        self._options: dict[str, Any] = _options(url, client_name)
         self._timeout = timeout
         self._connect_timeout = connect_timeout
         self._protocol: _Protocol | None = None
@@ -243,13 +253,15 @@ async def open_protocol(
 
 
 async def _handshake(protocol: _Protocol, options: dict[str, Any]) -> None:
-    """AUTH and SELECT as the URL says; a refusal is a ``ConnectionError``."""
+    """AUTH, SELECT and CLIENT SETNAME as the URL and ``client_name`` say; a refusal is a ``ConnectionError``."""
     handshake: list[Command] = []
     if options.get("password") is not None:
         username = options.get("username")
         handshake.append(("AUTH", username, options["password"]) if username else ("AUTH", options["password"]))
     if options.get("db"):
         handshake.append(("SELECT", options["db"]))
+    if options.get("client_name"):
+        handshake.append(("CLIENT", "SETNAME", options["client_name"]))
     if handshake:
         replies = await protocol.send([_pack(command) for command in handshake])
         errors = [reply for reply in replies if isinstance(reply, Exception)]
@@ -295,8 +307,11 @@ class RespSubscription:
     ``on_message`` gets each message's data, synchronously, as it is parsed.
     """
 
-    def __init__(self, url: str, channel: str, on_message: Callable[[bytes], None], *, name: str = "") -> None:
-        self._options: dict[str, Any] = dict(parse_url(url))
+    def __init__(
+        self, url: str, channel: str, on_message: Callable[[bytes], None], *, name: str = "", client_name: str = ""
+    ) -> None:
+        """``name``: of the reading task and in logs; ``client_name``: what ``CLIENT LIST`` calls it."""
+        self._options = _options(url, client_name)
         self._channel = channel
         self._on_message = on_message
         self._name = name or f"subscription {channel}"

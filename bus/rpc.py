@@ -59,13 +59,19 @@ class BusClient:
         process may share for other hot-path commands; replies arrive on a subscription
         of their own.
         """
-        self.connection = RespConnection(settings.redis_url)
+        self.connection = RespConnection(settings.redis_url, client_name=f"{producer}:{instance}")
         self._producer = producer
         self._settings = settings
         self._signer = settings.signer(producer)
         self._verifier = settings.verifier()
         self.inbox = settings.name(f"{INBOX_PREFIX}{instance}")
-        self._subscription = RespSubscription(settings.redis_url, self.inbox, self._deliver, name=f"inbox {self.inbox}")
+        self._subscription = RespSubscription(
+            settings.redis_url,
+            self.inbox,
+            self._deliver,
+            name=f"inbox {self.inbox}",
+            client_name=f"{producer}:{instance}:inbox",
+        )
         self._subscription.on_loss = self._lost
         self._pending: dict[str, asyncio.Future[Reply]] = {}
         self._producers: dict[str, str] = {}
