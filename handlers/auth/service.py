@@ -81,6 +81,7 @@ from schemas.replies import (
 from schemas.streams import EVENTS_AUTH
 
 ReplyT = TypeVar("ReplyT", bound=BaseModel)
+SagaRowT = TypeVar("SagaRowT", RegistrationRow, AccountDeletionRow)
 
 REVOCATION_MARGIN = 300
 """Seconds a revoked session stays refused past its last access token's expiry.
@@ -292,16 +293,23 @@ class AuthService:
         session.add(Inbox(event_id=event_id))
         return True
 
+    async def _pending_saga(
+        self, session: AsyncSession, event_id: str, model: type[SagaRowT], saga_id: str
+    ) -> SagaRowT | None:
+        """The saga row an event moves on, or None: the event came before, or the saga ended."""
+        if not await self._first_time(session, event_id):
+            return None
+        row = await session.get(model, saga_id)
+        return row if row is not None and row.state == RegistrationState.PENDING else None
+
     async def on_user_created(
         self, event: UserCreated, event_id: str, trace: Trace
     ) -> tuple[Registration, Notify | None] | None:
         """Saga step: the profile exists, so activate the credentials."""
         async with self._sessions() as session, session.begin():
-            if not await self._first_time(session, event_id):
-                return None
-            row = await session.get(RegistrationRow, event.registration_id)
-            credential = await session.get(Credential, event.user_id)
-            if row is None or row.state != RegistrationState.PENDING or credential is None:
+            row = await self._pending_saga(session, event_id, RegistrationRow, event.registration_id)
+            credential = await session.get(Credential, event.user_id) if row is not None else None
+            if row is None or credential is None:
                 return None
             credential.status = CredentialStatus.ACTIVE
             credential.updated_at = row.updated_at = _now()
@@ -318,10 +326,8 @@ class AuthService:
     ) -> tuple[Registration, Notify | None] | None:
         """Saga compensation: no profile, so delete the pending credentials."""
         async with self._sessions() as session, session.begin():
-            if not await self._first_time(session, event_id):
-                return None
-            row = await session.get(RegistrationRow, event.registration_id)
-            if row is None or row.state != RegistrationState.PENDING:
+            row = await self._pending_saga(session, event_id, RegistrationRow, event.registration_id)
+            if row is None:
                 return None
             credential = await session.get(Credential, event.user_id)
             if credential is not None and credential.status == CredentialStatus.PENDING:
@@ -773,10 +779,8 @@ class AuthService:
         row stays, without either, to answer its status URL.
         """
         async with self._sessions() as session, session.begin():
-            if not await self._first_time(session, event_id):
-                return None
-            row = await session.get(AccountDeletionRow, event.deletion_id)
-            if row is None or row.state != RegistrationState.PENDING:
+            row = await self._pending_saga(session, event_id, AccountDeletionRow, event.deletion_id)
+            if row is None:
                 return None
             user_id = row.user_id
             session_ids = select(SessionRow.id).where(SessionRow.user_id == user_id)
@@ -798,10 +802,8 @@ class AuthService:
         The sessions ended by the deletion stay ended: the user logs in again.
         """
         async with self._sessions() as session, session.begin():
-            if not await self._first_time(session, event_id):
-                return None
-            row = await session.get(AccountDeletionRow, event.deletion_id)
-            if row is None or row.state != RegistrationState.PENDING:
+            row = await self._pending_saga(session, event_id, AccountDeletionRow, event.deletion_id)
+            if row is None:
                 return None
             credential = await session.get(Credential, row.user_id)
             if credential is not None and credential.status == CredentialStatus.DELETING:
