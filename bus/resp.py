@@ -6,7 +6,8 @@ checkout, a pipeline object, retry wrappers and a reader task: about a hundred
 microseconds of Python per call, more than the rest of the request (docs/performance.md).
 Here commands are packed by hiredis and written straight to one socket; whatever is
 queued in one event-loop turn leaves in one write, and replies resolve their callers in
-order. Everything else (scripts, scans, admin) stays on redis-py.
+order. The gateway's lockout scripts use it too (``Script``); everything else (the
+stream readers FastStream runs, scans, admin) stays on redis-py.
 
 Failures raise redis-py's exceptions (``ConnectionError``, ``TimeoutError``), and an
 error reply comes back as a ``ResponseError`` in its command's place, so callers handle
@@ -94,9 +95,7 @@ class _Protocol(asyncio.Protocol):
         if self._watch is None:
             self._watch = loop.call_at(loop.time() + self._stall_timeout, self._check_stall)
         self._waiting.append(_Batch(future, len(packed), loop.time()))
-        if not self._outgoing:
-            loop.call_soon(self._flush)
-        self._outgoing += packed
+        self._queue(packed)
         return future
 
     def _check_stall(self) -> None:
@@ -118,9 +117,13 @@ class _Protocol(asyncio.Protocol):
 
     def send_unanswered(self, packed: bytes) -> None:
         """Write a command whose replies arrive as pushes (SUBSCRIBE), not in order."""
+        self._queue([packed])
+
+    def _queue(self, packed: list[bytes]) -> None:
+        """Add to this loop turn's write, scheduling it if it is the first."""
         if not self._outgoing:
             asyncio.get_running_loop().call_soon(self._flush)
-        self._outgoing.append(packed)
+        self._outgoing += packed
 
     def close(self) -> None:
         if self._transport is not None:
@@ -202,10 +205,6 @@ class RespConnection:
             protocol.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(protocol.lost), 1)
-
-    async def start(self) -> None:
-        """Open the connection now rather than on first use."""
-        await self._connected()
 
     async def _connected(self) -> _Protocol:
         protocol = self._protocol
