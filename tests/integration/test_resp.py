@@ -3,6 +3,8 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 
 import pytest
 from redis.asyncio import Redis
@@ -85,57 +87,63 @@ async def test_a_killed_connection_fails_its_callers_and_the_next_call_reconnect
         await connection.stop()
 
 
-async def test_a_silent_server_times_out_and_the_connection_is_replaced() -> None:
+@dataclass
+class SilentServer:
+    """A loopback server that accepts connections and never answers."""
+
+    port: int
+    accepted: list[asyncio.StreamWriter]
+
+
+@asynccontextmanager
+async def silent_server() -> AsyncIterator[SilentServer]:
+    """A server that stands in for a Redis that stopped answering."""
     accepted: list[asyncio.StreamWriter] = []
 
     async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         accepted.append(writer)
 
     server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    connection = RespConnection(f"redis://127.0.0.1:{port}", timeout=0.2)
     try:
-        for _ in range(2):
-            with pytest.raises(RedisTimeoutError):
-                await connection.execute(("PING",))
-        # A reply owed on a dead connection could be handed to the next caller: each
-        # timeout closed it and the next call opened another.
-        assert len(accepted) == 2
+        yield SilentServer(server.sockets[0].getsockname()[1], accepted)
     finally:
-        await connection.stop()
         for writer in accepted:
             writer.close()
         server.close()
         await server.wait_closed()
+
+
+async def test_a_silent_server_times_out_and_the_connection_is_replaced() -> None:
+    async with silent_server() as silent:
+        connection = RespConnection(f"redis://127.0.0.1:{silent.port}", timeout=0.2)
+        try:
+            for _ in range(2):
+                with pytest.raises(RedisTimeoutError):
+                    await connection.execute(("PING",))
+            # A reply owed on a dead connection could be handed to the next caller: each
+            # timeout closed it and the next call opened another.
+            assert len(silent.accepted) == 2
+        finally:
+            await connection.stop()
 
 
 async def test_a_stall_is_noticed_even_when_every_caller_gives_up_first() -> None:
     # The gateway's callers have deadlines shorter than the connection's: they are
     # cancelled, never time out here. The connection must still see that Redis went quiet.
-    accepted: list[asyncio.StreamWriter] = []
-
-    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-
-    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    connection = RespConnection(f"redis://127.0.0.1:{port}", timeout=0.3)
-    try:
-        for _ in range(5):
+    async with silent_server() as silent:
+        connection = RespConnection(f"redis://127.0.0.1:{silent.port}", timeout=0.3)
+        try:
+            for _ in range(5):
+                with pytest.raises(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await connection.execute(("PING",))
+            await asyncio.sleep(0.4)
             with pytest.raises(TimeoutError):
                 async with asyncio.timeout(0.05):
                     await connection.execute(("PING",))
-        await asyncio.sleep(0.4)
-        with pytest.raises(TimeoutError):
-            async with asyncio.timeout(0.05):
-                await connection.execute(("PING",))
-        assert len(accepted) == 2  # the stalled connection was dropped and another opened
-    finally:
-        await connection.stop()
-        for writer in accepted:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+            assert len(silent.accepted) == 2  # the stalled connection was dropped and another opened
+        finally:
+            await connection.stop()
 
 
 async def test_a_handshake_that_times_out_leaves_no_socket_behind() -> None:
