@@ -21,6 +21,11 @@ from schemas.replies import AccountDeletion, ActivityPage, RegistrationState, Us
 BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 PROBLEM = "application/problem+json"
 
+PageCursor = Annotated[
+    str | None, Parameter(min_length=1, max_length=200, description="next_cursor of the previous page")
+]
+"""The query parameter that asks for the page after the one that gave this cursor."""
+
 
 @get("/v1/users/me", summary="My profile", security=BEARER)
 async def get_me(claims: NamedDependency[Claims], bus: NamedDependency[BusClient]) -> UserProfile:
@@ -51,9 +56,7 @@ async def get_user(
 async def get_my_activity(
     claims: NamedDependency[Claims],
     bus: NamedDependency[BusClient],
-    cursor: Annotated[
-        str | None, Parameter(min_length=1, max_length=200, description="next_cursor of the previous page")
-    ] = None,
+    cursor: PageCursor = None,
     limit: Annotated[int, Parameter(ge=1, le=100, description="Entries per page")] = 20,
 ) -> ActivityPage:
     """Logins, failed logins, password changes, profile edits, revoked sessions; newest first."""
@@ -75,9 +78,7 @@ async def get_my_activity(
 async def list_users(
     claims: NamedDependency[Claims],
     bus: NamedDependency[BusClient],
-    cursor: Annotated[
-        str | None, Parameter(min_length=1, max_length=200, description="next_cursor of the previous page")
-    ] = None,
+    cursor: PageCursor = None,
     limit: Annotated[int, Parameter(ge=1, le=100, description="Users per page")] = 20,
 ) -> UserPage:
     """Profiles, oldest first, a page at a time; for tokens with the admin role."""
