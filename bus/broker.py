@@ -11,10 +11,11 @@ from faststream import AckPolicy
 from faststream._internal.context import Context  # the class behind faststream.Context()
 from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, StreamSub
-from faststream.redis.message import RedisStreamMessage
+from faststream.redis.message import RedisBatchStreamMessage, RedisStreamMessage
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from bus.batches import CommandBatches
 from bus.logs import stdlib_logger
 from bus.metrics import HandlerMetrics
 from bus.middleware import CLAIMED, StreamRoles, middleware_for
@@ -41,6 +42,9 @@ BusMessage = Annotated[RedisStreamMessage, _MessageContext("message")]
 """Annotate a handler parameter with this to receive the message being handled (its
 envelope headers, reply_to, message id); use it instead of FastStream's ``RedisStreamMessage``."""
 
+BusBatch = Annotated[RedisBatchStreamMessage, _MessageContext("message")]
+"""The entries of one read of a command stream (``bus.batches``)."""
+
 REPLAY_PREFIX = "replay."
 EVENTS_PREFIX = "events."
 
@@ -60,9 +64,11 @@ def instance_id(service: str) -> str:
 class BuswayBroker(RedisBroker):
     """FastStream's Redis broker plus the connection its middleware answers commands on."""
 
-    def __init__(self, *args: Any, replies: RespConnection, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, replies: RespConnection, batches: CommandBatches, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.replies = replies
+        self.batches = batches
+        batches.context = self.context
 
     async def stop(
         self,
@@ -72,6 +78,7 @@ class BuswayBroker(RedisBroker):
     ) -> None:
         """Stop the subscribers (in-flight messages finish and are answered), then close."""
         await super().stop(exc_type, exc_val, exc_tb)
+        await self.batches.drain()
         await self.replies.stop()
 
 
@@ -104,6 +111,7 @@ def create_broker(
     return BuswayBroker(
         settings.redis_url,
         replies=replies,
+        batches=CommandBatches(middleware, settings.max_workers, settings.shutdown_grace),
         message_format=message_format,
         middlewares=[middleware],
         logger=stdlib_logger(service),
@@ -162,23 +170,33 @@ class Consumer:
         return self.settings.max_deliveries
 
     def command(
-        self, broker: RedisBroker, base: str, *, allow: Collection[str] = ("gateway",), secret: bool = False
+        self, broker: BuswayBroker, base: str, *, allow: Collection[str] = ("gateway",), secret: bool = False
     ) -> Callable[[Handler], Handler]:
         """Subscribe a command handler to ``base``: its return value is the reply.
 
         ``allow``: the services that may send it (their messages are signed); from any other
-        sender the command is refused, logged and acked unhandled. The bus middleware
-        publishes the reply and acks the entry in one round trip (hence no FastStream reply
-        and manual acks here); see ``stream`` for ``secret``.
+        sender the command is refused, logged and acked unhandled. Entries are read in
+        batches and handled ``BUS_MAX_WORKERS`` at once (``bus.batches``); the bus
+        middleware publishes each reply and acks its entry in one round trip (hence no
+        FastStream reply and manual acks here); see ``stream`` for ``secret``.
         """
-        stream = self.stream(base, secret=secret)
+        stream = self.stream(base, secret=secret, batch=True)
         self.command_streams.add(stream.name)
         self.allowed[stream.name] = frozenset(allow)
         options: dict[str, Any] = {"no_reply": True, "ack_policy": AckPolicy.MANUAL}
-        return _registering(
-            broker.subscriber(stream=stream, max_workers=self.settings.max_workers, **options),
-            broker.subscriber(stream=self.claimer(stream), parser=_mark_claimed, **options),
-        )
+
+        def register(handler: Handler) -> Handler:
+            start = broker.batches.reader(handler)
+
+            async def read_batch(batch: BusBatch) -> None:
+                await start(batch)
+
+            read_batch.__name__ = read_batch.__qualname__ = handler.__name__
+            broker.subscriber(stream=stream, **options)(read_batch)
+            broker.subscriber(stream=self.claimer(stream), parser=_mark_claimed, **options)(handler)
+            return handler
+
+        return register
 
     def events(
         self, broker: RedisBroker, base: str, *, allow: Collection[str] | None = None
@@ -222,7 +240,9 @@ class Consumer:
             polling_interval=self.settings.polling_interval_ms,
         )
 
-    def stream(self, base: str, *, secret: bool = False, max_records: int | None = None) -> StreamSub:
+    def stream(
+        self, base: str, *, secret: bool = False, max_records: int | None = None, batch: bool = False
+    ) -> StreamSub:
         """Read ``base`` as a member of this service's group.
 
         ``secret``: the commands carry secrets (passwords); each entry is deleted from the
@@ -237,6 +257,7 @@ class Consumer:
             group=self.service,
             consumer=self.instance,
             max_records=max_records or self.settings.max_records,
+            batch=batch,
             polling_interval=self.settings.polling_interval_ms,
         )
 

@@ -36,6 +36,9 @@ from schemas.errors import ErrorCode, ErrorDetail, ErrorReply, ReplyError
 
 _json = msgspec.json.Encoder()
 
+BATCH = "bstream"
+"""FastStream's ``raw_message["type"]`` of a batch read from a stream."""
+
 CLAIMED = "x-busway-claimed"
 """Set (in-process only) on entries a claimer handed out again: only those may be dead letters."""
 
@@ -141,7 +144,18 @@ class BusMiddleware(BaseMiddleware):
         return isinstance(exc, OSError)
 
     async def consume_scope(self, call_next: Callable[[Any], Awaitable[Any]], msg: StreamMessage[Any]) -> Any:
-        """Run the handler with the message's correlation bound; map failures to replies."""
+        """Run the handler with the message's correlation bound; map failures to replies.
+
+        A batch of commands passes straight through: ``bus.batches`` runs each of its
+        entries through :meth:`handle`.
+        """
+        raw = msg.raw_message
+        if isinstance(raw, dict) and raw.get("type") == BATCH:
+            return await call_next(msg)
+        return await self.handle(msg, call_next)
+
+    async def handle(self, msg: StreamMessage[Any], call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+        """One message: refuse it, or run ``call_next`` on it; reply to and ack a command."""
         headers = msg.headers
         started = time.perf_counter()
         token = _consumed_id.set(msg.message_id)

@@ -1,8 +1,6 @@
 """activity's subscribers: the trail's events in, and the ``activity.list`` command."""
 
-from faststream.redis import RedisBroker
-
-from bus.broker import Consumer
+from bus.broker import BuswayBroker, Consumer
 from bus.subscribers import EventContext, Subscriber
 from handlers.activity.service import TRAIL_EVENTS, ActivityService
 from schemas import streams
@@ -27,7 +25,7 @@ def trail_subscriber(service: ActivityService) -> Subscriber:
     return subscriber
 
 
-def register_subscribers(broker: RedisBroker, consumer: Consumer, service: ActivityService) -> None:
+def register_subscribers(broker: BuswayBroker, consumer: Consumer, service: ActivityService) -> None:
     """Attach activity's command and event subscribers to ``broker``."""
 
     @consumer.command(broker, streams.ACTIVITY_LIST, allow={"gateway"})

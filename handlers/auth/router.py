@@ -1,8 +1,6 @@
 """auth's subscribers: contract in, service call, reply or event out."""
 
-from faststream.redis import RedisBroker
-
-from bus.broker import BusMessage, Consumer
+from bus.broker import BusMessage, BuswayBroker, Consumer
 from bus.events import decode_event, trace_of
 from bus.rpc import REPLY_KEY, outcome_key
 from handlers.auth.service import AuthService, Notify
@@ -26,7 +24,7 @@ from schemas.events import ProfileDeleted, ProfileDeletionFailed, UserCreated, U
 from schemas.replies import AccountDeletion, Done, Jwks, Registration, SessionList, TokenPair
 
 
-def register_subscribers(broker: RedisBroker, consumer: Consumer, service: AuthService) -> None:
+def register_subscribers(broker: BuswayBroker, consumer: Consumer, service: AuthService) -> None:
     """Attach auth's command and event subscribers to ``broker``."""
 
     @consumer.command(broker, streams.AUTH_REGISTER, allow={"gateway"}, secret=True)

@@ -1,8 +1,6 @@
 """users' subscribers: contract in, service call, reply or event out."""
 
-from faststream.redis import RedisBroker
-
-from bus.broker import BusMessage, Consumer
+from bus.broker import BusMessage, BuswayBroker, Consumer
 from bus.events import decode_event, trace_of
 from handlers.users.service import UsersService
 from schemas import streams
@@ -11,7 +9,7 @@ from schemas.events import AccountDeletionStarted, RegistrationStarted
 from schemas.replies import Pong, UserPage, UserProfile
 
 
-def register_subscribers(broker: RedisBroker, consumer: Consumer, service: UsersService) -> None:
+def register_subscribers(broker: BuswayBroker, consumer: Consumer, service: UsersService) -> None:
     """Attach users' command and event subscribers to ``broker``."""
 
     @consumer.command(broker, streams.USERS_GET, allow={"gateway"})

@@ -71,6 +71,8 @@ def _handled_commands(system: System) -> dict[str, tuple[Any, Any]]:
             stream = cast(Any, subscriber).stream_sub.name.removeprefix(system.prefix)
             if stream not in {name.removeprefix(system.prefix) for name in runtime.consumer.command_streams}:
                 continue
+            if cast(Any, subscriber).stream_sub.batch:
+                continue  # the batch reader runs the handler per entry; its claimer calls it as it is
             handler = subscriber.calls[0].handler._original_call
             hints = typing.get_type_hints(handler)
             first = next(iter(inspect.signature(handler).parameters))

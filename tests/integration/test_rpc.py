@@ -5,11 +5,11 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 import pytest
-from faststream.redis import RedisBroker
 
-from bus.broker import Consumer, create_broker, create_redis
+from bus.broker import BuswayBroker, Consumer, create_broker, create_redis
 from bus.rpc import BusClient
 from bus.settings import BusSettings
 from schemas.base import Contract
@@ -32,10 +32,15 @@ executed: list[str] = []
 
 @asynccontextmanager
 async def running(
-    redis_url: str, service: str, subscribe: Callable[[RedisBroker, Consumer], None]
+    redis_url: str, service: str, subscribe: Callable[[BuswayBroker, Consumer], None], **options: Any
 ) -> AsyncIterator[BusClient]:
-    """A broker with the subscribers ``subscribe`` adds, and a client, on a fresh prefix."""
-    settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:", polling_interval_ms=100)
+    """A broker with the subscribers ``subscribe`` adds, and a client, on a fresh prefix.
+
+    ``options``: BusSettings fields besides the URL, the prefix and the polling interval.
+    """
+    settings = BusSettings(
+        redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:", polling_interval_ms=100, **options
+    )
     consumer = Consumer(settings, service, f"{service}-1")
     server = create_broker(settings, service, consumer)
     subscribe(server, consumer)
@@ -55,7 +60,7 @@ async def running(
         await redis.aclose()
 
 
-def echo_service(server: RedisBroker, consumer: Consumer) -> None:
+def echo_service(server: BuswayBroker, consumer: Consumer) -> None:
     @consumer.command(server, "echo.say", allow={"client"})
     async def say(cmd: Echo) -> Echoed:
         executed.append(cmd.text)
@@ -118,7 +123,7 @@ async def test_a_rejected_payload_is_a_typed_error_with_field_details(bus: tuple
 async def test_a_plain_faststream_subscriber_can_answer_too(redis_url: str) -> None:
     """Handlers written with broker.subscriber (FastStream's own replies) work with BusClient."""
 
-    def plain(server: RedisBroker, consumer: Consumer) -> None:
+    def plain(server: BuswayBroker, consumer: Consumer) -> None:
         @server.subscriber(stream=consumer.stream("plain.say"))  # type: ignore[untyped-decorator]
         async def say(cmd: Echo) -> Echoed:
             return Echoed(text=cmd.text * 2)
@@ -151,7 +156,7 @@ async def test_a_malformed_reply_is_an_internal_error_not_the_callers_fault(redi
     class OldShape(Contract):
         name: str
 
-    def skewed(server: RedisBroker, consumer: Consumer) -> None:
+    def skewed(server: BuswayBroker, consumer: Consumer) -> None:
         @consumer.command(server, "skew.say", allow={"client"})
         async def say(cmd: Echo) -> OldShape:
             return OldShape(name=cmd.text)
@@ -206,3 +211,63 @@ async def test_a_stopping_consumer_hands_its_unhandled_entries_to_the_others(red
     finally:
         await redis.delete(stream)
         await redis.aclose()
+
+
+async def test_commands_read_in_one_batch_run_side_by_side_up_to_max_workers(redis_url: str) -> None:
+    running_now: list[str] = []
+    peak = 0
+
+    def slow(server: BuswayBroker, consumer: Consumer) -> None:
+        @consumer.command(server, "slow.say", allow={"client"})
+        async def say(cmd: Echo) -> Echoed:
+            nonlocal peak
+            running_now.append(cmd.text)
+            peak = max(peak, len(running_now))
+            await asyncio.sleep(0.05)
+            running_now.remove(cmd.text)
+            return Echoed(text=cmd.text.upper())
+
+    async with running(redis_url, "slow", slow, max_workers=4, max_records=32) as client:
+        texts = [f"s{i}" for i in range(40)]
+        replies = await asyncio.gather(*(client.request("slow.say", Echo(text=t), Echoed) for t in texts))
+    assert [r.text for r in replies] == [t.upper() for t in texts]
+    assert peak == 4
+
+
+async def test_a_stop_lets_the_commands_being_handled_finish_and_answer(redis_url: str) -> None:
+    started = asyncio.Event()
+    servers: list[tuple[BuswayBroker, Consumer]] = []
+
+    def slow(server: BuswayBroker, consumer: Consumer) -> None:
+        servers.append((server, consumer))
+
+        @consumer.command(server, "slow.say", allow={"client"})
+        async def say(cmd: Echo) -> Echoed:
+            started.set()
+            await asyncio.sleep(0.5)
+            return Echoed(text=cmd.text.upper())
+
+    async with running(redis_url, "slow", slow) as client:
+        reply = asyncio.create_task(client.request("slow.say", Echo(text="bye"), Echoed, timeout=10))
+        await asyncio.wait_for(started.wait(), 10)
+        [(server, consumer)] = servers
+        await server.stop()  # while the command sleeps: returns once it is answered and acked
+        redis = create_redis(consumer.settings)
+        try:
+            pending = await redis.xpending(consumer.settings.name("slow.say"), "slow")
+        finally:
+            await redis.aclose()
+        assert pending["pending"] == 0
+        assert await reply == Echoed(text="BYE")
+
+
+def test_a_command_handler_must_take_a_model_first() -> None:
+    settings = BusSettings(prefix="test-rpc-shape:")
+    consumer = Consumer(settings, "shape", "shape-1")
+    server = create_broker(settings, "shape", consumer)
+
+    async def untyped(cmd: dict[str, Any]) -> Echoed:
+        return Echoed(text=str(cmd))
+
+    with pytest.raises(TypeError, match="untyped"):
+        consumer.command(server, "shape.say")(untyped)

@@ -1,0 +1,137 @@
+"""Command streams read in batches: one XREADGROUP and one FastStream message per batch.
+
+FastStream's per-message path (a task, a semaphore, a logging scope, dependency
+injection and a parse per entry) cost a users handler about 150 µs of CPU per command
+(docs/performance.md). A command subscriber here is a FastStream batch subscriber instead:
+each read brings up to ``BUS_MAX_RECORDS`` entries, and each entry becomes a task of its
+own running the bus middleware (:meth:`bus.middleware.BusMiddleware.handle`: signature,
+deadline, error replies, logs, metrics, reply and ack) around the handler, at most
+``BUS_MAX_WORKERS`` at once. The replies and acks of the tasks that finish in one
+event-loop turn leave in one write.
+
+The reading does not wait for a batch to finish, only for a free slot: a slow command
+does not hold up the ones read after it. A stop lets the running entries finish
+(:meth:`CommandBatches.drain`); an entry read but never started stays pending, and the
+claimer (a per-message FastStream subscriber) hands it out again.
+
+A handler takes the command (a pydantic model) and, optionally, the message
+(``bus.broker.BusMessage``)::
+
+    async def login(cmd: LogIn, message: BusMessage) -> TokenPair: ...
+"""
+
+import asyncio
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any, get_type_hints
+
+from faststream import ContextRepo
+from faststream.redis.message import RedisBatchStreamMessage, RedisStreamMessage
+from loguru import logger
+from pydantic import BaseModel
+
+from bus import wire
+from bus.middleware import BusMiddleware
+
+Call = Callable[[RedisStreamMessage], Awaitable[Any]]
+
+_DATA_KEY = wire.DATA_FIELD.encode()
+
+
+def calling(handler: Callable[..., Awaitable[Any]]) -> Call:
+    """How to call ``handler`` with one entry: its command validated from the body, and the message.
+
+    Raises ``TypeError`` at registration for a handler whose first parameter is not a
+    pydantic model, or that takes more than the command and the message.
+    """
+    parameters = list(inspect.signature(handler).parameters.values())
+    hints = get_type_hints(handler)
+    model = hints.get(parameters[0].name) if parameters else None
+    if not (isinstance(model, type) and issubclass(model, BaseModel)) or len(parameters) > 2:
+        msg = f"a command handler takes (command: <pydantic model>[, message: BusMessage]); {handler.__name__} does not"
+        raise TypeError(msg)
+    validate = model.model_validate_json
+    if len(parameters) == 1:
+
+        async def command_only(message: RedisStreamMessage) -> Any:
+            return await handler(validate(message.body))
+
+        return command_only
+
+    async def with_message(message: RedisStreamMessage) -> Any:
+        return await handler(validate(message.body), message)
+
+    return with_message
+
+
+def entries(batch: RedisBatchStreamMessage) -> list[RedisStreamMessage]:
+    """The entries of a batch as the messages a per-entry subscriber would have got."""
+    raw = batch.raw_message
+    channel = raw["channel"]
+    messages = []
+    for entry_id, fields in zip(raw["message_ids"], raw["data"], strict=True):
+        body, headers = wire.decode(fields.get(_DATA_KEY, b""))
+        message_id = headers.get("message_id") or entry_id.decode()
+        messages.append(
+            RedisStreamMessage(
+                raw_message={"type": "stream", "channel": channel, "message_ids": [entry_id], "data": fields},
+                body=body,
+                headers=headers,
+                reply_to=headers.get("reply_to", ""),
+                content_type=headers.get("content-type"),
+                correlation_id=headers.get("correlation_id") or message_id,
+                message_id=message_id,
+                consumer=batch.consumer,
+                group=batch.group,
+            )
+        )
+    return messages
+
+
+class CommandBatches:
+    """Runs the entries of command batches as tasks: at most ``limit`` at once per command stream."""
+
+    def __init__(self, middleware: type[BusMiddleware], limit: int, grace: float) -> None:
+        """``limit``: entries of one stream handled at once; ``grace``: seconds a stop waits for them."""
+        self._middleware = middleware
+        self._limit = limit
+        self._grace = grace
+        self._running: set[asyncio.Task[None]] = set()
+        self.context = ContextRepo()
+        """FastStream's context of the broker the batches come from (``BuswayBroker`` sets it)."""
+
+    def reader(self, handler: Callable[..., Awaitable[Any]]) -> Callable[[RedisBatchStreamMessage], Awaitable[None]]:
+        """What a batch subscriber does with each batch: a task per entry, each calling ``handler``.
+
+        It returns once the last entry has a slot, so the next read waits for free slots
+        but never for a slow entry.
+        """
+        call = calling(handler)
+        slots: asyncio.Semaphore | None = None
+
+        async def start(batch: RedisBatchStreamMessage) -> None:
+            nonlocal slots
+            if slots is None:  # made on the event loop that runs the subscriber
+                slots = asyncio.Semaphore(self._limit)
+            for message in entries(batch):
+                await slots.acquire()
+                task = asyncio.create_task(self._run(message, call, slots))
+                self._running.add(task)
+                task.add_done_callback(self._running.discard)
+
+        return start
+
+    async def _run(self, message: RedisStreamMessage, call: Call, slots: asyncio.Semaphore) -> None:
+        try:
+            await self._middleware(message, context=self.context).handle(message, call)
+        except Exception:
+            # Its reply and ack did not go out (Redis unreachable): it stays pending, and
+            # the claimer hands it out again.
+            logger.exception("command {} was handled but not answered", message.message_id)
+        finally:
+            slots.release()
+
+    async def drain(self) -> None:
+        """Wait (up to the grace period) for the entries being handled."""
+        if self._running:
+            await asyncio.wait(set(self._running), timeout=self._grace)
