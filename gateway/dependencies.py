@@ -1,4 +1,8 @@
-"""Litestar dependencies: the bus client, the settings, the caller's verified claims."""
+"""Litestar dependencies: the bus client, the settings, the caller's verified claims.
+
+Each takes the request, not ``state: State``: Litestar copies the app state into a new
+State (and a new lock) for every parameter so annotated, on every request.
+"""
 
 from litestar import Request
 from litestar.datastructures import State
@@ -10,20 +14,20 @@ from gateway.state import gateway_of
 from gateway.tokens import Claims, bearer_token
 
 
-def provide_bus(state: State) -> ResilientBusClient:
+def provide_bus(request: Request[object, object, State]) -> ResilientBusClient:
     """The process's request-reply client (every request under its service's resilience policy)."""
-    return gateway_of(state).bus
+    return gateway_of(request.app.state).bus
 
 
-def provide_settings(state: State) -> GatewaySettings:
+def provide_settings(request: Request[object, object, State]) -> GatewaySettings:
     """The gateway's settings."""
-    return gateway_of(state).settings
+    return gateway_of(request.app.state).settings
 
 
-async def provide_claims(request: Request[object, object, State], state: State) -> Claims:
+async def provide_claims(request: Request[object, object, State]) -> Claims:
     """The caller, from a valid bearer token; 401 otherwise."""
     token = bearer_token(request.headers.get("authorization"))
-    return await gateway_of(state).verifier.verify(token)
+    return await gateway_of(request.app.state).verifier.verify(token)
 
 
 DEPENDENCIES = {
