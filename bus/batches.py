@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, get_type_hints
 
 from faststream import ContextRepo
-from faststream.redis.message import RedisBatchStreamMessage, RedisStreamMessage
+from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage, RedisStreamMessage
 from loguru import logger
 from pydantic import BaseModel
 
@@ -88,6 +88,23 @@ def entries(batch: RedisBatchStreamMessage) -> list[RedisStreamMessage]:
     return messages
 
 
+async def parse_batch(raw: Any, original: Callable[..., Awaitable[Any]]) -> RedisBatchStreamMessage:
+    """FastStream's batch message, its entries left undecoded (``entries`` decodes each on its own).
+
+    FastStream's own batch parser decodes every entry up front, and one it cannot decode
+    (no ``__data__`` field, say) fails the whole batch: the good entries read with it
+    would wait for the claimer, long past their deadlines. It is passed in as
+    ``original``, bound to the client and group the subscriber reads with.
+    """
+    parser = getattr(original, "__self__", None)
+    return RedisBatchStreamMessage(
+        raw_message=raw,
+        body=b"",
+        consumer=getattr(parser, "consumer", FAKE_CONSUMER),
+        group=getattr(parser, "group", None),
+    )
+
+
 class CommandBatches:
     """Runs the entries of command batches as tasks: at most ``limit`` at once per command stream."""
 
@@ -95,8 +112,9 @@ class CommandBatches:
         """``limit``: entries of one stream handled at once; ``grace``: seconds a stop waits for them."""
         self._middleware = middleware
         self._limit = limit
-        self._grace = grace
+        self.grace = grace
         self._running: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
         self.context = ContextRepo()
         """FastStream's context of the broker the batches come from (``BuswayBroker`` sets it)."""
 
@@ -104,7 +122,8 @@ class CommandBatches:
         """What a batch subscriber does with each batch: a task per entry, each calling ``handler``.
 
         It returns once the last entry has a slot, so the next read waits for free slots
-        but never for a slow entry.
+        but never for a slow entry. Once stopping, it starts nothing more: the entries
+        left stay pending, for the claimers (``Consumer.release`` hands them out at once).
         """
         call = calling(handler)
         slots: asyncio.Semaphore | None = None
@@ -114,12 +133,35 @@ class CommandBatches:
             if slots is None:  # made on the event loop that runs the subscriber
                 slots = asyncio.Semaphore(self._limit)
             for message in entries(batch):
-                await slots.acquire()
+                if not await self._slot(slots):
+                    return
                 task = asyncio.create_task(self._run(message, call, slots))
                 self._running.add(task)
                 task.add_done_callback(self._running.discard)
 
         return start
+
+    async def _slot(self, slots: asyncio.Semaphore) -> bool:
+        """Take a slot; False (and no slot) once stopping."""
+        if self._stopping.is_set():
+            return False
+        if not slots.locked():
+            await slots.acquire()  # free: does not wait
+            return True
+        acquire = asyncio.ensure_future(slots.acquire())
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait((acquire, stopping), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            if not acquire.done():
+                acquire.cancel()
+        if acquire.cancelled():
+            return False
+        if self._stopping.is_set():
+            slots.release()
+            return False
+        return True
 
     async def _run(self, message: RedisStreamMessage, call: Call, slots: asyncio.Semaphore) -> None:
         try:
@@ -127,11 +169,30 @@ class CommandBatches:
         except Exception:
             # Its reply and ack did not go out (Redis unreachable): it stays pending, and
             # the claimer hands it out again.
-            logger.exception("command {} was handled but not answered", message.message_id)
+            logger.exception("command {} could not be answered", message.message_id)
         finally:
             slots.release()
 
-    async def drain(self) -> None:
-        """Wait (up to the grace period) for the entries being handled."""
-        if self._running:
-            await asyncio.wait(set(self._running), timeout=self._grace)
+    def stop_starting(self) -> None:
+        """Start no more entries (a stop begins)."""
+        self._stopping.set()
+
+    def resume(self) -> None:
+        """Start entries again (the broker starts)."""
+        self._stopping.clear()
+
+    async def drain(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the entries being handled, then cancel the rest.
+
+        A cancelled entry stays pending: another instance handles it, and this one must
+        not still be running it then.
+        """
+        self.stop_starting()
+        if not self._running:
+            return
+        _, late = await asyncio.wait(set(self._running), timeout=timeout)
+        if late:
+            logger.warning("{} commands still running after the grace period: cancelled", len(late))
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)

@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -15,7 +16,7 @@ from faststream.redis.message import RedisBatchStreamMessage, RedisStreamMessage
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from bus.batches import CommandBatches
+from bus.batches import CommandBatches, parse_batch
 from bus.logs import stdlib_logger
 from bus.metrics import HandlerMetrics
 from bus.middleware import CLAIMED, StreamRoles, middleware_for
@@ -76,10 +77,21 @@ class BuswayBroker(RedisBroker):
         exc_val: BaseException | None = None,
         exc_tb: TracebackType | None = None,
     ) -> None:
-        """Stop the subscribers (in-flight messages finish and are answered), then close."""
+        """Stop the subscribers (in-flight messages finish and are answered), then close.
+
+        Commands being handled get what is left of the grace period, then are cancelled
+        (left pending for another instance); no new one starts once the stop begins.
+        """
+        began = time.monotonic()
+        self.batches.stop_starting()
         await super().stop(exc_type, exc_val, exc_tb)
-        await self.batches.drain()
+        await self.batches.drain(max(0.0, self.batches.grace - (time.monotonic() - began)))
         await self.replies.stop()
+
+    async def start(self) -> None:
+        """Connect and start the subscribers."""
+        self.batches.resume()
+        await super().start()
 
 
 def create_broker(
@@ -192,7 +204,7 @@ class Consumer:
                 await start(batch)
 
             read_batch.__name__ = read_batch.__qualname__ = handler.__name__
-            broker.subscriber(stream=stream, **options)(read_batch)
+            broker.subscriber(stream=stream, parser=parse_batch, **options)(read_batch)
             broker.subscriber(stream=self.claimer(stream), parser=_mark_claimed, **options)(handler)
             return handler
 

@@ -156,6 +156,18 @@ class BusClient:
         FastStream's publish pipeline (the handlers' subscribers read it all the same);
         the XADDs of one event-loop turn leave in one write.
         """
+        timeout = timeout or self._settings.request_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._publish(stream, command, timeout, message_id, headers)
+        except TimeoutError:
+            logger.warning("cannot publish to {}: no answer from Redis within {:g}s", stream, timeout)
+            raise ReplyError("The message bus is unreachable.", code=ErrorCode.UNAVAILABLE) from None
+
+    async def _publish(
+        self, stream: str, command: BaseModel, timeout: float, message_id: str | None, headers: dict[str, str] | None
+    ) -> str:
+        """The XADD of ``send``, bounded by the caller's timeout."""
         message_id = message_id or new_id()
         now = time.time()
         envelope = {
@@ -165,15 +177,14 @@ class BusClient:
             CORRELATION_ID: current_correlation_id() or new_id(),
             PRODUCER: self._producer,
             REPLY_TO: self.inbox,
-            DEADLINE: str(int((now + (timeout or self._settings.request_timeout)) * 1000)),
+            DEADLINE: str(int((now + timeout) * 1000)),
             **(headers or {}),
         }
         entry = wire.encode(envelope, command.__pydantic_serializer__.to_json(command), signer=self._signer)
         xadd = ("XADD", self._settings.name(stream), "MAXLEN", "~", self._settings.command_stream_maxlen, "*")
         try:
-            async with asyncio.timeout(timeout or self._settings.request_timeout):
-                [result] = await self.connection.execute((*xadd, wire.DATA_FIELD, entry))
-        except (RedisConnectionError, RedisTimeoutError, OSError, TimeoutError) as exc:
+            [result] = await self.connection.execute((*xadd, wire.DATA_FIELD, entry))
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             logger.warning("cannot publish to {}: {!r}", stream, exc)
             raise ReplyError("The message bus is unreachable.", code=ErrorCode.UNAVAILABLE) from None
         if isinstance(result, Exception):
@@ -190,16 +201,23 @@ class BusClient:
         *,
         timeout: float | None = None,
     ) -> ResultT:
-        """Send ``command`` and return its typed result; raise ReplyError on an error reply."""
+        """Send ``command`` and return its typed result; raise ReplyError on an error reply.
+
+        One timer bounds the XADD and the wait for the reply together.
+        """
         timeout = timeout or self._settings.request_timeout
         message_id = new_id()
         # Commands go to <service>.<command>: only <service> may answer.
         future = self.expect(message_id, producer=stream.partition(".")[0])
         try:
-            await self.send(stream, command, timeout=timeout, message_id=message_id)
-            return await self.wait(future, result, timeout=timeout, what=stream)
+            async with asyncio.timeout(timeout):
+                await self._publish(stream, command, timeout, message_id, None)
+                payload, headers = await future
+        except TimeoutError:
+            raise ReplyError(f"No reply to {stream} within {timeout:g}s.", code=ErrorCode.UNAVAILABLE) from None
         finally:
             self.forget(message_id)
+        return self.decode(payload, headers, result, what=stream)
 
     @staticmethod
     async def wait(future: "asyncio.Future[Reply]", result: type[ResultT], *, timeout: float, what: str) -> ResultT:
@@ -209,6 +227,11 @@ class BusClient:
                 payload, headers = await future
         except TimeoutError:
             raise ReplyError(f"No reply to {what} within {timeout:g}s.", code=ErrorCode.UNAVAILABLE) from None
+        return BusClient.decode(payload, headers, result, what=what)
+
+    @staticmethod
+    def decode(payload: bytes, headers: dict[str, Any], result: type[ResultT], *, what: str) -> ResultT:
+        """A reply as ``result``, or its error raised as ReplyError."""
         try:
             if headers.get(TYPE) == ERROR_TYPE:
                 error = ErrorReply.model_validate_json(payload)

@@ -261,6 +261,98 @@ async def test_a_stop_lets_the_commands_being_handled_finish_and_answer(redis_ur
         assert await reply == Echoed(text="BYE")
 
 
+async def test_an_undecodable_entry_holds_up_none_of_the_commands_read_with_it(redis_url: str) -> None:
+    servers: list[Consumer] = []
+
+    def echo(server: BuswayBroker, consumer: Consumer) -> None:
+        servers.append(consumer)
+        echo_service(server, consumer)
+
+    async with running(redis_url, "echo", echo) as client:
+        [consumer] = servers
+        redis = create_redis(consumer.settings)
+        stream = consumer.settings.name("echo.say")
+        try:
+            await redis.xadd(stream, {"not-data": "x"})
+            await redis.xadd(stream, {"__data__": b"\xff\xfe"})
+            replies = await asyncio.gather(*(client.request("echo.say", Echo(text=t), Echoed) for t in "ab"))
+            assert [r.text for r in replies] == ["A", "B"]
+            # The junk was refused and acked with the rest, not left for the claimer.
+            pending = await redis.xpending(stream, "echo")
+        finally:
+            await redis.aclose()
+        assert pending["pending"] == 0
+
+
+async def test_a_command_still_running_after_the_grace_period_is_cancelled_and_left_to_others(
+    redis_url: str,
+) -> None:
+    started, finished = asyncio.Event(), asyncio.Event()
+    servers: list[tuple[BuswayBroker, Consumer]] = []
+
+    def stuck(server: BuswayBroker, consumer: Consumer) -> None:
+        servers.append((server, consumer))
+
+        @consumer.command(server, "stuck.say", allow={"client"})
+        async def say(cmd: Echo) -> Echoed:
+            started.set()
+            await asyncio.sleep(2)
+            finished.set()
+            return Echoed(text=cmd.text)
+
+    async with running(redis_url, "stuck", stuck, shutdown_grace=0.3) as client:
+        reply = asyncio.create_task(client.request("stuck.say", Echo(text="x"), Echoed, timeout=5))
+        await asyncio.wait_for(started.wait(), 10)
+        [(server, consumer)] = servers
+        await server.stop()
+        redis = create_redis(consumer.settings)
+        try:
+            # Not half-done in this instance while another takes it over.
+            assert await consumer.release(redis) == 1
+        finally:
+            await redis.aclose()
+        assert not finished.is_set()
+        with pytest.raises(ReplyError) as caught:
+            await reply
+    assert caught.value.reply.code == ErrorCode.UNAVAILABLE
+    assert not finished.is_set()
+
+
+async def test_a_stop_starts_none_of_the_entries_waiting_for_a_slot(redis_url: str) -> None:
+    ran: list[str] = []
+    started = asyncio.Event()
+    servers: list[tuple[BuswayBroker, Consumer]] = []
+
+    def one_at_a_time(server: BuswayBroker, consumer: Consumer) -> None:
+        servers.append((server, consumer))
+
+        @consumer.command(server, "queue.say", allow={"client"})
+        async def say(cmd: Echo) -> Echoed:
+            ran.append(cmd.text)
+            started.set()
+            await asyncio.sleep(0.3)
+            return Echoed(text=cmd.text)
+
+    async with running(redis_url, "queue", one_at_a_time, max_workers=1, max_records=5) as client:
+        [(server, consumer)] = servers
+        for text in "abcde":
+            await client.send("queue.say", Echo(text=text))
+        await asyncio.wait_for(started.wait(), 10)
+        await server.stop()
+        redis = create_redis(consumer.settings)
+        stream = consumer.settings.name("queue.say")
+        try:
+            released = await consumer.release(redis)
+            [group] = await redis.xinfo_groups(stream)
+            unread = await redis.xrange(stream, min=f"({group['last-delivered-id'].decode()}", max="+") or []
+        finally:
+            await redis.aclose()
+    assert ran == ["a"]
+    # The others were left for another instance: read and released at once, or never read.
+    assert released >= 1
+    assert released + len(unread) == 4
+
+
 def test_a_command_handler_must_take_a_model_first() -> None:
     settings = BusSettings(prefix="test-rpc-shape:")
     consumer = Consumer(settings, "shape", "shape-1")
