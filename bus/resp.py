@@ -185,6 +185,7 @@ class RespConnection:
         self._connect_timeout = connect_timeout
         self._protocol: _Protocol | None = None
         self._opening: asyncio.Lock | None = None
+        self._stops = 0
 
     async def execute(self, *commands: Command) -> list[Any]:
         """Send ``commands`` together; their replies in order (an error reply as a ``ResponseError``).
@@ -198,23 +199,52 @@ class RespConnection:
         protocol = await self._connected()
         return await protocol.send([_pack(command) for command in commands])
 
+    def submit(self, *commands: Command) -> "asyncio.Future[list[Any]]":
+        """``execute`` without awaiting: a future of the replies, the commands queued at once.
+
+        Queued in this loop turn's write when connected; else sent once the connection
+        opens. The future fails as ``execute`` would raise.
+        """
+        protocol = self._protocol
+        if protocol is not None and not protocol.lost.done():
+            return protocol.send([_pack(command) for command in commands])
+        return asyncio.ensure_future(self._open_and_send(self._stops, commands))
+
+    async def _open_and_send(self, stops: int, commands: Sequence[Command]) -> list[Any]:
+        protocol = await self._connected(stops)
+        return await protocol.send([_pack(command) for command in commands])
+
     async def stop(self) -> None:
-        """Close the connection (it reopens if used again)."""
+        """Close the connection (it reopens if used again); one being opened is closed as it opens."""
+        self._stops += 1
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
             protocol.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(protocol.lost), 1)
 
-    async def _connected(self) -> _Protocol:
+    async def _connected(self, stops: int | None = None) -> _Protocol:
+        """The open connection, opened now if need be.
+
+        ``stops``: the count of stops when the caller asked; if a stop came since, a
+        connection this opens is closed at once rather than left open after the stop.
+        """
         protocol = self._protocol
         if protocol is not None and not protocol.lost.done():
             return protocol
         if self._opening is None:
             self._opening = asyncio.Lock()
+        stops = self._stops if stops is None else stops
         async with self._opening:
             if self._protocol is None or self._protocol.lost.done():
-                self._protocol = await open_protocol(self._options, self._connect_timeout, self._timeout)
+                opened = await open_protocol(self._options, self._connect_timeout, self._timeout)
+                if stops != self._stops:
+                    # Stopped since it was asked for (a submitted XADD that outlived its caller).
+                    opened.close()
+                    raise RedisConnectionError(_LOST)
+                self._protocol = opened
+            elif stops != self._stops:
+                raise RedisConnectionError(_LOST)
             return self._protocol
 
 

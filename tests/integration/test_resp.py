@@ -273,3 +273,18 @@ async def _until(condition: Callable[[], bool], timeout: float = 5) -> None:
             return
         await asyncio.sleep(0.02)
     pytest.fail("the condition did not hold in time")
+
+
+async def test_a_stop_while_the_connection_opens_leaves_no_connection_behind(redis_url: str) -> None:
+    name = f"test-stop-opening-{uuid.uuid4().hex[:8]}"
+    connection = RespConnection(redis_url, client_name=name)
+    sent = connection.submit(("PING",))  # not connected yet: it opens in the background
+    await connection.stop()
+    with pytest.raises(RedisConnectionError):
+        await sent
+    redis = Redis.from_url(redis_url)
+    try:
+        clients = await redis.client_list()
+    finally:
+        await redis.aclose()
+    assert [c for c in clients if c["name"] == name] == []

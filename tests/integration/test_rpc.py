@@ -179,19 +179,62 @@ async def test_an_unreachable_redis_is_unavailable_not_a_crash() -> None:
     assert caught.value.reply.code == ErrorCode.UNAVAILABLE
 
 
-async def test_redis_refusing_the_write_is_unavailable_not_a_crash(redis_url: str) -> None:
+async def test_a_request_to_an_unreachable_redis_fails_at_once_as_unavailable() -> None:
+    settings = BusSettings(redis_url="redis://127.0.0.1:1", prefix="test-down:")
+    client = BusClient(settings, "c", producer="c")
+    started = time.monotonic()
+    try:
+        with pytest.raises(ReplyError) as caught:
+            await client.request("echo.say", Echo(text="x"), Echoed, timeout=30)
+    finally:
+        await client.stop()
+    assert caught.value.reply.code == ErrorCode.UNAVAILABLE
+    assert caught.value.reply.message == "The message bus is unreachable."
+    assert time.monotonic() - started < 30  # the refused connection, not the deadline
+
+
+async def test_a_request_to_a_redis_that_never_answers_ends_at_its_deadline() -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    client = BusClient(BusSettings(redis_url=f"redis://127.0.0.1:{port}", prefix="test-silent:"), "c", producer="c")
+    try:
+        with pytest.raises(ReplyError) as caught:
+            await asyncio.wait_for(client.request("echo.say", Echo(text="x"), Echoed, timeout=0.3), 10)
+    finally:
+        await client.stop()
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert caught.value.reply.code == ErrorCode.UNAVAILABLE
+    assert caught.value.reply.message == "No reply to echo.say within 0.3s."
+
+
+@pytest.mark.parametrize("call", ["send", "request"])
+async def test_redis_refusing_the_write_is_unavailable_not_a_crash(redis_url: str, call: str) -> None:
     settings = BusSettings(redis_url=redis_url, prefix=f"test-rpc-{uuid.uuid4().hex[:8]}:")
     redis = create_redis(settings)
     client = BusClient(settings, "c", producer="c")
     await redis.set(settings.name("echo.say"), "not a stream")  # XADD now answers WRONGTYPE
     try:
+        attempt = (
+            client.send("echo.say", Echo(text="x"))
+            if call == "send"
+            else client.request("echo.say", Echo(text="x"), Echoed, timeout=30)
+        )
         with pytest.raises(ReplyError) as caught:
-            await client.send("echo.say", Echo(text="x"))
+            await attempt
     finally:
         await client.stop()
         await redis.delete(settings.name("echo.say"))
         await redis.aclose()
     assert caught.value.reply.code == ErrorCode.UNAVAILABLE
+    assert caught.value.reply.message == "The message bus refused the message."
 
 
 async def test_a_stopping_consumer_hands_its_unhandled_entries_to_the_others(redis_url: str) -> None:
