@@ -6,13 +6,15 @@ injection and a parse per entry) cost a users handler about 150 µs of CPU per c
 each read brings up to ``BUS_MAX_RECORDS`` entries, and each entry becomes a task of its
 own running the bus middleware (:meth:`bus.middleware.BusMiddleware.handle`: signature,
 deadline, error replies, logs, metrics, reply and ack) around the handler, at most
-``BUS_MAX_WORKERS`` at once. The replies and acks of the tasks that finish in one
-event-loop turn leave in one write.
+``BUS_MAX_WORKERS`` at once per command stream. The replies and acks of the tasks that
+finish in one event-loop turn leave in one write.
 
 The reading does not wait for a batch to finish, only for a free slot: a slow command
-does not hold up the ones read after it. A stop lets the running entries finish
-(:meth:`CommandBatches.drain`); an entry read but never started stays pending, and the
-claimer (a per-message FastStream subscriber) hands it out again.
+does not hold up the ones read after it. Once a stop begins no entry starts; the running
+ones get what is left of ``BUS_SHUTDOWN_GRACE`` and are then cancelled
+(:meth:`CommandBatches.drain`). An entry read but not answered stays pending:
+``Consumer.release`` hands it to the other instances, or the claimer (a per-message
+FastStream subscriber) hands it out again.
 
 A handler takes the command (a pydantic model) and, optionally, the message
 (``bus.broker.BusMessage``)::
