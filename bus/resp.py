@@ -196,8 +196,7 @@ class RespConnection:
         """
         if not commands:
             return []
-        protocol = await self._connected()
-        return await protocol.send([_pack(command) for command in commands])
+        return await self._send(None, commands)
 
     def submit(self, *commands: Command) -> "asyncio.Future[list[Any]]":
         """``execute`` without awaiting: a future of the replies, the commands queued at once.
@@ -208,9 +207,10 @@ class RespConnection:
         protocol = self._protocol
         if protocol is not None and not protocol.lost.done():
             return protocol.send([_pack(command) for command in commands])
-        return asyncio.ensure_future(self._open_and_send(self._stops, commands))
+        return asyncio.ensure_future(self._send(self._stops, commands))
 
-    async def _open_and_send(self, stops: int, commands: Sequence[Command]) -> list[Any]:
+    async def _send(self, stops: int | None, commands: Sequence[Command]) -> list[Any]:
+        """Open the connection if need be (see ``_connected`` for ``stops``), then send."""
         protocol = await self._connected(stops)
         return await protocol.send([_pack(command) for command in commands])
 

@@ -49,6 +49,23 @@ SWEEP_INTERVAL = 0.01
 """Seconds between checks of the requests' deadlines (how late a timeout may be)."""
 
 
+def _publish_problem(stream: str, error: BaseException | None, result: Any) -> BaseException | None:
+    """What the outcome of an XADD means for its caller: None when Redis took it.
+
+    ``error``: what sending raised; ``result``: Redis's reply otherwise.
+    """
+    if error is None:
+        if not isinstance(result, Exception):
+            return None
+        # Redis refused the write (out of memory, read-only replica): not the caller's fault.
+        logger.warning("Redis refused a command for {}: {!r}", stream, result)
+        return ReplyError("The message bus refused the message.", code=ErrorCode.UNAVAILABLE)
+    if isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError)):
+        logger.warning("cannot publish to {}: {!r}", stream, error)
+        return ReplyError("The message bus is unreachable.", code=ErrorCode.UNAVAILABLE)
+    return error
+
+
 def outcome_key(message_id: str) -> str:
     """The reply key of the follow-up that reports how the work begun by ``message_id`` ended."""
     return f"{message_id}/outcome"
@@ -181,15 +198,15 @@ class BusClient:
     ) -> str:
         """The XADD of ``send``, bounded by the caller's timeout."""
         message_id = message_id or new_id()
+        error: BaseException | None = None
+        result: Any = None
         try:
             [result] = await self.connection.execute(self._xadd(stream, command, timeout, message_id, headers))
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            logger.warning("cannot publish to {}: {!r}", stream, exc)
-            raise ReplyError("The message bus is unreachable.", code=ErrorCode.UNAVAILABLE) from None
-        if isinstance(result, Exception):
-            # Redis refused the write (out of memory, read-only replica): not the caller's fault.
-            logger.warning("Redis refused a command for {}: {!r}", stream, result)
-            raise ReplyError("The message bus refused the message.", code=ErrorCode.UNAVAILABLE)
+            error = exc
+        problem = _publish_problem(stream, error, result)
+        if problem is not None:
+            raise problem from None
         return message_id
 
     def _xadd(
@@ -221,7 +238,8 @@ class BusClient:
     ) -> ResultT:
         """Send ``command`` and return its typed result; raise ReplyError on an error reply.
 
-        One timer bounds the XADD and the wait for the reply together.
+        The XADD is queued, not awaited: a failure to publish fails the request through
+        ``_sent``; the deadline covers both (``_expire_at``).
         """
         timeout = timeout or self._settings.request_timeout
         message_id = new_id()
@@ -244,17 +262,9 @@ class BusClient:
         if sent.cancelled():
             return
         error = sent.exception()
-        if error is None:
-            [result] = sent.result()
-            if not isinstance(result, Exception):
-                return
-            logger.warning("Redis refused a command for {}: {!r}", stream, result)
-            error = ReplyError("The message bus refused the message.", code=ErrorCode.UNAVAILABLE)
-        elif isinstance(error, (RedisConnectionError, RedisTimeoutError, OSError)):
-            logger.warning("cannot publish to {}: {!r}", stream, error)
-            error = ReplyError("The message bus is unreachable.", code=ErrorCode.UNAVAILABLE)
-        if not future.done():
-            future.set_exception(error)
+        problem = _publish_problem(stream, error, None if error is not None else sent.result()[0])
+        if problem is not None and not future.done():
+            future.set_exception(problem)
 
     def _expire_at(self, future: "asyncio.Future[Reply]", timeout: float) -> None:
         """Fail ``future`` with TimeoutError once ``timeout`` seconds have passed.

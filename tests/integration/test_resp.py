@@ -3,8 +3,6 @@
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import pytest
 from redis.asyncio import Redis
@@ -13,6 +11,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from bus.resp import RespConnection, RespSubscription, Script
+from tests.integration.silent_redis import silent_server
 
 pytestmark = pytest.mark.integration
 
@@ -85,32 +84,6 @@ async def test_a_killed_connection_fails_its_callers_and_the_next_call_reconnect
     finally:
         await admin.aclose()
         await connection.stop()
-
-
-@dataclass
-class SilentServer:
-    """A loopback server that accepts connections and never answers."""
-
-    port: int
-    accepted: list[asyncio.StreamWriter]
-
-
-@asynccontextmanager
-async def silent_server() -> AsyncIterator[SilentServer]:
-    """A server that stands in for a Redis that stopped answering."""
-    accepted: list[asyncio.StreamWriter] = []
-
-    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-
-    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-    try:
-        yield SilentServer(server.sockets[0].getsockname()[1], accepted)
-    finally:
-        for writer in accepted:
-            writer.close()
-        server.close()
-        await server.wait_closed()
 
 
 async def test_a_silent_server_times_out_and_the_connection_is_replaced() -> None:

@@ -14,6 +14,7 @@ from bus.rpc import BusClient
 from bus.settings import BusSettings
 from schemas.base import Contract
 from schemas.errors import ErrorCode, ReplyError
+from tests.integration.silent_redis import silent_server
 
 pytestmark = pytest.mark.integration
 
@@ -194,23 +195,14 @@ async def test_a_request_to_an_unreachable_redis_fails_at_once_as_unavailable() 
 
 
 async def test_a_request_to_a_redis_that_never_answers_ends_at_its_deadline() -> None:
-    accepted: list[asyncio.StreamWriter] = []
-
-    async def never_answer(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-
-    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    client = BusClient(BusSettings(redis_url=f"redis://127.0.0.1:{port}", prefix="test-silent:"), "c", producer="c")
-    try:
-        with pytest.raises(ReplyError) as caught:
-            await asyncio.wait_for(client.request("echo.say", Echo(text="x"), Echoed, timeout=0.3), 10)
-    finally:
-        await client.stop()
-        for writer in accepted:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+    async with silent_server() as silent:
+        settings = BusSettings(redis_url=f"redis://127.0.0.1:{silent.port}", prefix="test-silent:")
+        client = BusClient(settings, "c", producer="c")
+        try:
+            with pytest.raises(ReplyError) as caught:
+                await asyncio.wait_for(client.request("echo.say", Echo(text="x"), Echoed, timeout=0.3), 10)
+        finally:
+            await client.stop()
     assert caught.value.reply.code == ErrorCode.UNAVAILABLE
     assert caught.value.reply.message == "No reply to echo.say within 0.3s."
 
