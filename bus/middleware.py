@@ -136,6 +136,8 @@ class BusMiddleware(BaseMiddleware):
     verifier: ClassVar[Verifier | None] = None
     replies: ClassVar[RespConnection | None] = None
     """Where command replies and acks go (one write per loop turn)."""
+    in_hand: ClassVar[set[tuple[str, Any]]] = set()
+    """(stream, entry id) of the entries this process is handling now; one set per service."""
     consumed_id: str | None = None
 
     @staticmethod
@@ -158,12 +160,23 @@ class BusMiddleware(BaseMiddleware):
         """One message: refuse it, or run ``call_next`` on it; reply to and ack a command."""
         headers = msg.headers
         started = time.perf_counter()
+        raw = msg.raw_message if isinstance(msg.raw_message, dict) else {}
+        stream = raw.get("channel", "")
+        entry = (stream, raw["message_ids"][0]) if raw.get("message_ids") else None
+        if entry is not None and entry in self.in_hand:
+            # A claimer took an entry that has been pending here longer than
+            # BUS_CLAIM_IDLE_MS because it is still being handled: the first delivery
+            # answers and acks it. Running it again beside that one would answer twice,
+            # the second time from the state the first has just changed.
+            logger.info("entry {} of {} is still being handled here: left to that delivery", entry[1], stream)
+            await msg.nack()  # nothing in Redis: it stays pending, and FastStream does not ack it
+            return None
+        if entry is not None:
+            self.in_hand.add(entry)
         token = _consumed_id.set(msg.message_id)
         # A plain FastStream subscriber's reply is published after this scope ends,
         # through this same instance: it needs the id too, for its causation_id.
         self.consumed_id = msg.message_id
-        raw = msg.raw_message if isinstance(msg.raw_message, dict) else {}
-        stream = raw.get("channel", "")
         fields = {"service": self.service, "message_id": msg.message_id, "type": headers.get(TYPE)}
         outcome = "error"
         is_event = self.roles is not None and stream in self.roles.event_streams
@@ -199,6 +212,8 @@ class BusMiddleware(BaseMiddleware):
                 return None
             return result
         finally:
+            if entry is not None:
+                self.in_hand.discard(entry)
             _consumed_id.reset(token)
 
     def _refused(self, msg: StreamMessage[Any], stream: str) -> str | None:
@@ -423,6 +438,7 @@ def middleware_for(
         "signer": signer,
         "verifier": verifier,
         "replies": replies,
+        "in_hand": set(),
     }
     if outage is not None:
         attributes["outage"] = staticmethod(outage)
