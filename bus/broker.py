@@ -6,7 +6,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Self, TypeVar
 
 from faststream import AckPolicy
 from faststream._internal.context import Context  # the class behind faststream.Context()
@@ -45,6 +45,27 @@ envelope headers, reply_to, message id); use it instead of FastStream's ``RedisS
 
 BusBatch = Annotated[RedisBatchStreamMessage, _MessageContext("message")]
 """The entries of one read of a command stream (``bus.batches``)."""
+
+
+class _StreamSub(StreamSub[Any]):
+    """FastStream's ``StreamSub``, not deep-copied to add an empty prefix.
+
+    A subscriber reads its ``stream_sub`` through ``add_prefix(broker prefix)`` for every
+    ``XREADGROUP`` and every message's log context, and ``add_prefix`` deep-copies the
+    subscription each time: about 7% of a command handler's CPU at C=1
+    (docs/performance.md). Our names carry their prefix already; the broker's is empty.
+    """
+
+    __slots__ = ()
+
+    def add_prefix(self, prefix: str) -> Self:
+        """This subscription itself when there is nothing to add; else FastStream's copy."""
+        return self if not prefix else super().add_prefix(prefix)
+
+
+async def _no_body(_: StreamMessage[Any], original: Callable[..., Awaitable[Any]]) -> None:
+    """A batch's body: none (``bus.batches`` decodes each entry), so no JSON decode that fails per read."""
+
 
 REPLAY_PREFIX = "replay."
 EVENTS_PREFIX = "events."
@@ -204,7 +225,7 @@ class Consumer:
                 await start(batch)
 
             read_batch.__name__ = read_batch.__qualname__ = handler.__name__
-            broker.subscriber(stream=stream, parser=parse_batch, **options)(read_batch)
+            broker.subscriber(stream=stream, parser=parse_batch, decoder=_no_body, **options)(read_batch)
             broker.subscriber(stream=self.claimer(stream), parser=_mark_claimed, **options)(handler)
             return handler
 
@@ -238,13 +259,13 @@ class Consumer:
             ]
         return _registering(*subscribers)
 
-    def claimer(self, stream: StreamSub) -> StreamSub:
+    def claimer(self, stream: StreamSub[Any]) -> StreamSub[Any]:
         """A reader of ``stream``'s entries left pending too long.
 
         Those failed, or were read by a consumer that died or stopped before handling
         them. FastStream's ``min_idle_time`` subscribers only claim, never read new ones.
         """
-        return StreamSub(
+        return _StreamSub(
             stream.name,
             group=self.service,
             consumer=self.instance,
@@ -264,7 +285,7 @@ class Consumer:
         self.groups.append((name, self.service))
         if secret:
             self.secret_streams.add(name)
-        return StreamSub(
+        return _StreamSub(
             name,
             group=self.service,
             consumer=self.instance,
