@@ -99,6 +99,7 @@ def domain() -> Domain:
         parallelism=settings.argon2_parallelism,
         concurrency=settings.hashing_concurrency,
         niceness=settings.hashing_niceness,
+        release_after=settings.hashing_release_after,
     )
     tokens = TokenSettings(
         issuer=settings.token_issuer, audience=settings.token_audience, ttl=settings.access_token_ttl

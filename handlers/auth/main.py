@@ -51,6 +51,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
             parallelism=settings.argon2_parallelism,
             concurrency=settings.hashing_concurrency,
             niceness=settings.hashing_niceness,
+            release_after=settings.hashing_release_after,
         ),
         keys,
         TokenSettings(

@@ -2,15 +2,43 @@
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import sys
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
 
 from passlib.context import CryptContext
 
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}
 _pools_lock = threading.Lock()
+
+T = TypeVar("T")
+
+
+_M_ARENA_MAX = -8
+"""glibc's mallopt parameter for the number of malloc arenas."""
+
+
+def _releaser() -> Callable[[int], int] | None:
+    """The C library's ``malloc_trim``, after asking it for one malloc arena; None without glibc.
+
+    glibc gives each new thread an arena of its own, and ``malloc_trim`` cannot return
+    the free top of a thread's arena, which is where a freed argon2 buffer ends up. In
+    the one main arena it can. Asked before the hashing threads exist (their pool
+    starts them at the first hash); threads that have an arena already keep it.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None)
+        trim: Callable[[int], int] = libc.malloc_trim
+        libc.mallopt(_M_ARENA_MAX, 1)
+    except (AttributeError, OSError):  # not glibc (musl has no malloc_trim)
+        return None
+    return trim
 
 
 def hashing_pool(workers: int, niceness: int) -> ThreadPoolExecutor:
@@ -62,6 +90,7 @@ class PasswordHasher:
         parallelism: int = 1,
         concurrency: int | None = None,
         niceness: int = 10,
+        release_after: float = 1.0,
     ) -> None:
         self._context = CryptContext(
             schemes=["argon2", "bcrypt"],
@@ -75,15 +104,43 @@ class PasswordHasher:
         # A bulkhead for the CPU: at most this many hashes run at once, each in a worker
         # thread off the event loop and at a lower CPU priority; the rest wait their turn
         # instead of piling up threads, memory and latency for every other request.
+        # Each hash's argon2 buffer (memory_cost KiB) stays in the process's heap after
+        # the hash: glibc keeps it for the next one. Once no hash has run for
+        # ``release_after`` seconds it goes back to the system, so a burst of logins does
+        # not leave the service that much bigger; back-to-back hashes keep reusing it
+        # (giving it back after each one costs every hash its page faults, ~10 ms).
+        self._release_after = release_after
+        self._trim = _releaser() if release_after > 0 else None
         self._pool = hashing_pool(concurrency or usable_cpus(), niceness)
+        self._hashing = 0
+        self._release: asyncio.TimerHandle | None = None
 
     async def hash(self, password: str) -> str:
         """A new argon2 hash of ``password``."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._context.hash, password)
+        return await self._in_pool(self._context.hash, password)
 
     async def verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
         """Whether ``password`` matches ``stored``, and a replacement hash when it is outdated."""
-        return await asyncio.get_running_loop().run_in_executor(self._pool, self._verify, password, stored)
+        return await self._in_pool(self._verify, password, stored)
+
+    async def _in_pool(self, work: Callable[..., T], *args: object) -> T:
+        loop = asyncio.get_running_loop()
+        if self._release is not None:
+            self._release.cancel()
+            self._release = None
+        self._hashing += 1
+        try:
+            return await loop.run_in_executor(self._pool, work, *args)
+        finally:
+            self._hashing -= 1
+            if self._hashing == 0 and self._trim is not None:
+                self._release = loop.call_later(self._release_after, self._release_memory)
+
+    def _release_memory(self) -> None:
+        """Give the freed hashing buffers back to the system (in the pool: it is not free)."""
+        self._release = None
+        if self._trim is not None:
+            self._pool.submit(self._trim, 0)
 
     def _verify(self, password: str, stored: str | None) -> tuple[bool, str | None]:
         try:

@@ -45,6 +45,13 @@ class AuthSettings(HandlerSettings):
         le=19,
         description="CPU priority of the hashing threads (Linux nice; 0: as the process), so requests go first.",
     )
+    hashing_release_after: float = Field(
+        default=1.0,
+        ge=0,
+        le=3600,
+        description="Seconds without a hash after which the hashing threads' argon2 buffers go back to the "
+        "system (0: kept for the next hash).",
+    )
 
     @property
     def keys_dir(self) -> Path:

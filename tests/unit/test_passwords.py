@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import subprocess
 import sys
 import threading
 
@@ -55,3 +56,39 @@ async def test_hashing_threads_give_way_to_request_handling() -> None:
     hashing_thread = await asyncio.get_running_loop().run_in_executor(hashing_pool(1, 7), priority)
     assert hashing_thread >= max(7, main_thread)
     assert priority() == main_thread  # the event loop's thread keeps its priority
+
+
+RELEASE_PROBE = """
+import asyncio, sys
+from handlers.auth.passwords import PasswordHasher
+
+def rss_mib():
+    with open("/proc/self/status") as status:
+        return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+
+async def main(release_after):
+    hasher = PasswordHasher(
+        time_cost=1, memory_cost=19_456, parallelism=1, concurrency=1, release_after=release_after
+    )
+    for _ in range(3):  # one after another: glibc keeps the buffer for the next hash
+        await hasher.hash("fills the heap")
+    held = rss_mib()
+    await asyncio.sleep(release_after + 0.5)
+    print(held - rss_mib())
+
+asyncio.run(main(float(sys.argv[1])))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="glibc's malloc_trim and /proc are Linux's")
+@pytest.mark.parametrize("release_after", [0.2, 0.0])
+def test_the_argon2_buffers_go_back_once_hashing_stops(release_after: float) -> None:
+    """A new process, as the auth service is: its hashing thread's 19 MiB buffer goes back (or, with 0, stays)."""
+    probe = subprocess.run(
+        [sys.executable, "-c", RELEASE_PROBE, str(release_after)], capture_output=True, text=True, check=True
+    )
+    released = float(probe.stdout)
+    if release_after:
+        assert released > 15, f"only {released:.1f} MiB given back"
+    else:
+        assert released < 5, f"{released:.1f} MiB given back with release_after=0"
