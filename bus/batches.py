@@ -1,9 +1,10 @@
-"""Command streams read in batches: one XREADGROUP and one FastStream message per batch.
+"""Command streams read in batches: one XREADGROUP per batch, and no FastStream pipeline run for it.
 
 FastStream's per-message path (a task, a semaphore, a logging scope, dependency
 injection and a parse per entry) cost a users handler about 150 µs of CPU per command
-(docs/performance.md). A command subscriber here is a FastStream batch subscriber instead:
-each read brings up to ``BUS_MAX_RECORDS`` entries, and each entry becomes a task of its
+(docs/performance.md). A command subscriber here is a FastStream batch subscriber instead,
+whose reads go straight to this module (``read_directly``): each read brings up to
+``BUS_MAX_RECORDS`` entries, and each entry becomes a task of its
 own running the bus middleware (:meth:`bus.middleware.BusMiddleware.handle`: signature,
 deadline, error replies, logs, metrics, reply and ack) around the handler, at most
 ``BUS_MAX_WORKERS`` at once per command stream. The replies and acks of the tasks that
@@ -28,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, get_type_hints
 
 from faststream import ContextRepo
-from faststream.redis.message import FAKE_CONSUMER, RedisBatchStreamMessage, RedisStreamMessage
+from faststream.redis.message import RedisBatchStreamMessage, RedisStreamMessage
 from loguru import logger
 from pydantic import BaseModel
 
@@ -90,21 +91,30 @@ def entries(batch: RedisBatchStreamMessage) -> list[RedisStreamMessage]:
     return messages
 
 
-async def parse_batch(raw: Any, original: Callable[..., Awaitable[Any]]) -> RedisBatchStreamMessage:
-    """FastStream's batch message, its entries left undecoded (``entries`` decodes each on its own).
+def read_directly(subscriber: Any, start: Callable[[RedisBatchStreamMessage], Awaitable[None]]) -> None:
+    """Hand each batch FastStream's ``subscriber`` reads straight to ``start``.
 
-    FastStream's own batch parser decodes every entry up front, and one it cannot decode
-    (no ``__data__`` field, say) fails the whole batch: the good entries read with it
-    would wait for the claimer, long past their deadlines. It is passed in as
-    ``original``, bound to the client and group the subscriber reads with.
+    FastStream still reads the stream (its loop, its ``XREADGROUP``); what is skipped is
+    its per-message pipeline run once per batch (context scopes, its middlewares, parser,
+    decoder, dependency injection), about a third of a command handler's CPU when every
+    batch holds one command (C=1; docs/performance.md). Nothing in it does anything for a
+    batch: the bus middleware runs around every entry, a command's ack is the middleware's,
+    and in-flight entries are ``CommandBatches``' to drain. It replaces the subscriber's
+    ``consume_one``, which FastStream 0.7's stream subscribers call with each read.
     """
-    parser = getattr(original, "__self__", None)
-    return RedisBatchStreamMessage(
-        raw_message=raw,
-        body=b"",
-        consumer=getattr(parser, "consumer", FAKE_CONSUMER),
-        group=getattr(parser, "group", None),
-    )
+    group = subscriber.stream_sub.group
+
+    async def consume_one(raw: Any) -> None:
+        if not subscriber.running:
+            return
+        batch = RedisBatchStreamMessage(raw_message=raw, body=b"", consumer=subscriber._client, group=group)
+        try:
+            await start(batch)
+        except Exception:
+            # As FastStream does: a failure here must not end the subscriber's reading loop.
+            logger.exception("a batch of {} could not be started", raw.get("channel"))
+
+    subscriber.consume_one = consume_one
 
 
 class CommandBatches:

@@ -16,7 +16,7 @@ from faststream.redis.message import RedisBatchStreamMessage, RedisStreamMessage
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from bus.batches import CommandBatches, parse_batch
+from bus.batches import CommandBatches, read_directly
 from bus.logs import stdlib_logger
 from bus.metrics import HandlerMetrics
 from bus.middleware import CLAIMED, StreamRoles, middleware_for
@@ -61,10 +61,6 @@ class _StreamSub(StreamSub[Any]):
     def add_prefix(self, prefix: str) -> Self:
         """This subscription itself when there is nothing to add; else FastStream's copy."""
         return self if not prefix else super().add_prefix(prefix)
-
-
-async def _no_body(_: StreamMessage[Any], original: Callable[..., Awaitable[Any]]) -> None:
-    """A batch's body: none (``bus.batches`` decodes each entry), so no JSON decode that fails per read."""
 
 
 REPLAY_PREFIX = "replay."
@@ -222,10 +218,13 @@ class Consumer:
             start = broker.batches.reader(handler)
 
             async def read_batch(batch: BusBatch) -> None:
+                """What FastStream's pipeline would call with a batch; ``read_directly`` skips it."""
                 await start(batch)
 
             read_batch.__name__ = read_batch.__qualname__ = handler.__name__
-            broker.subscriber(stream=stream, parser=parse_batch, decoder=_no_body, **options)(read_batch)
+            subscriber = broker.subscriber(stream=stream, **options)
+            subscriber(read_batch)
+            read_directly(subscriber, start)
             broker.subscriber(stream=self.claimer(stream), parser=_mark_claimed, **options)(handler)
             return handler
 
