@@ -34,7 +34,7 @@ from loguru import logger
 from pydantic import BaseModel
 
 from bus import wire
-from bus.middleware import BusMiddleware
+from bus.middleware import BusMiddleware, entry_key
 
 Call = Callable[[RedisStreamMessage], Awaitable[Any]]
 
@@ -144,12 +144,21 @@ class CommandBatches:
             nonlocal slots
             if slots is None:  # made on the event loop that runs the subscriber
                 slots = asyncio.Semaphore(self._limit)
-            for message in entries(batch):
-                if not await self._slot(slots):
-                    return
-                task = asyncio.create_task(self._run(message, call, slots))
-                self._running.add(task)
-                task.add_done_callback(self._running.discard)
+            waiting = {key: message for message in entries(batch) if (key := entry_key(message.raw_message))}
+            # In hand from now on: a claimer must not hand out an entry waiting for a slot.
+            in_hand = self._middleware.in_hand
+            in_hand.update(waiting)
+            try:
+                for key, message in list(waiting.items()):
+                    if not await self._slot(slots):
+                        return
+                    del waiting[key]
+                    task = asyncio.create_task(self._run(message, call, slots))
+                    self._running.add(task)
+                    task.add_done_callback(self._running.discard)
+            finally:
+                # Not started (a stop began, or the read was cancelled): pending, for the claimers.
+                in_hand.difference_update(waiting)
 
         return start
 
@@ -164,6 +173,11 @@ class CommandBatches:
         stopping = asyncio.ensure_future(self._stopping.wait())
         try:
             await asyncio.wait((acquire, stopping), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Cancelled (the subscriber stops): a slot taken at that moment goes back.
+            if acquire.done() and not acquire.cancelled():
+                slots.release()
+            raise
         finally:
             stopping.cancel()
             if not acquire.done():

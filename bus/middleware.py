@@ -4,6 +4,7 @@ One middleware does all of it so each message pays for one wrapper, not five.
 """
 
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -101,6 +102,13 @@ def validation_error_reply(exc: ValidationError) -> ErrorReply:
     )
 
 
+def entry_key(raw: Any) -> tuple[str, Any] | None:
+    """(stream, entry id) of a message read from a stream, or None for one that was not."""
+    if isinstance(raw, dict) and raw.get("message_ids"):
+        return raw.get("channel", ""), raw["message_ids"][0]
+    return None
+
+
 def deadline_passed(headers: dict[str, Any], now_ms: float | None = None) -> bool:
     """Whether the command's ``deadline`` header (Unix ms) is in the past."""
     raw = headers.get(DEADLINE)
@@ -137,7 +145,11 @@ class BusMiddleware(BaseMiddleware):
     replies: ClassVar[RespConnection | None] = None
     """Where command replies and acks go (one write per loop turn)."""
     in_hand: ClassVar[set[tuple[str, Any]]] = set()
-    """(stream, entry id) of the entries this process is handling now; one set per service."""
+    """(stream, entry id) of the entries this process is handling now (or, for a command
+    batch, has read and will start); one set per service (``middleware_for``)."""
+    skipped_claims: ClassVar[Counter[tuple[str, Any]]] = Counter()
+    """Claims of an entry left to the delivery still handling it: Redis counted each as a
+    delivery, but the entry was not tried again, so dead-lettering does not count them."""
     consumed_id: str | None = None
 
     @staticmethod
@@ -162,17 +174,13 @@ class BusMiddleware(BaseMiddleware):
         started = time.perf_counter()
         raw = msg.raw_message if isinstance(msg.raw_message, dict) else {}
         stream = raw.get("channel", "")
-        entry = (stream, raw["message_ids"][0]) if raw.get("message_ids") else None
-        if entry is not None and entry in self.in_hand:
-            # A claimer took an entry that has been pending here longer than
-            # BUS_CLAIM_IDLE_MS because it is still being handled: the first delivery
-            # answers and acks it. Running it again beside that one would answer twice,
-            # the second time from the state the first has just changed.
-            logger.info("entry {} of {} is still being handled here: left to that delivery", entry[1], stream)
-            await msg.nack()  # nothing in Redis: it stays pending, and FastStream does not ack it
+        entry = entry_key(raw)
+        if entry is not None and CLAIMED in headers and await self._not_to_run_again(msg, entry):
+            await msg.nack()  # nothing in Redis, and FastStream does not ack it
             return None
         if entry is not None:
             self.in_hand.add(entry)
+        acked = True
         token = _consumed_id.set(msg.message_id)
         # A plain FastStream subscriber's reply is published after this scope ends,
         # through this same instance: it needs the id too, for its causation_id.
@@ -195,6 +203,7 @@ class BusMiddleware(BaseMiddleware):
                         await self._forget_failures(msg, raw)
                 except Exception as exc:
                     if is_event:
+                        acked = False  # it stays pending, and its skipped claims still count for nothing
                         await self._remember_failure(msg, raw, exc)
                     raise
                 finally:
@@ -212,9 +221,38 @@ class BusMiddleware(BaseMiddleware):
                 return None
             return result
         finally:
-            if entry is not None:
-                self.in_hand.discard(entry)
+            self._let_go(entry, acked=acked)
             _consumed_id.reset(token)
+
+    def _let_go(self, entry: tuple[str, Any] | None, *, acked: bool) -> None:
+        """This process no longer handles ``entry``; once acked, its skipped claims are forgotten."""
+        if entry is not None:
+            self.in_hand.discard(entry)
+            if acked:
+                self.skipped_claims.pop(entry, None)
+
+    async def _not_to_run_again(self, msg: StreamMessage[Any], entry: tuple[str, Any]) -> bool:
+        """Whether a claimed entry is one this process still handles, or acked since the claim.
+
+        A claimer takes entries pending longer than BUS_CLAIM_IDLE_MS: one still being
+        handled here is answered and acked by that delivery, and running it again beside
+        it would answer twice, the second time from the state the first has just changed.
+        An entry acked between the claim and now is done with.
+        """
+        stream, entry_id = entry
+        if entry in self.in_hand:
+            self.skipped_claims[entry] += 1
+            logger.info("entry {} of {} is still being handled here: left to that delivery", entry_id, stream)
+            return True
+        client = getattr(msg, "consumer", None)
+        if client is None:
+            return False
+        group = getattr(msg, "group", None) or self.service
+        if await client.xpending_range(stream, group, min=entry_id, max=entry_id, count=1):
+            return False
+        self.skipped_claims.pop(entry, None)
+        logger.info("entry {} of {} was acked since it was claimed: not run again", entry_id, stream)
+        return True
 
     def _refused(self, msg: StreamMessage[Any], stream: str) -> str | None:
         """Why ``msg`` must not be handled here (bad signature, sender not allowed), or None."""
@@ -308,7 +346,9 @@ class BusMiddleware(BaseMiddleware):
         """
         if self.roles is None or CLAIMED not in msg.headers:
             return False  # read for the first time: one delivery, no need to ask Redis
-        attempts = await msg.get_delivery_count()  # type: ignore[attr-defined]
+        delivered: int = await msg.get_delivery_count()  # type: ignore[attr-defined]
+        key = entry_key(raw)
+        attempts = delivered - (self.skipped_claims[key] if key is not None else 0)
         if attempts <= self.roles.max_deliveries:
             return False
         client = msg.consumer  # type: ignore[attr-defined]
@@ -439,6 +479,7 @@ def middleware_for(
         "verifier": verifier,
         "replies": replies,
         "in_hand": set(),
+        "skipped_claims": Counter(),
     }
     if outage is not None:
         attributes["outage"] = staticmethod(outage)

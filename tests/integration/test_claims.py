@@ -50,8 +50,10 @@ async def pending(settings: BusSettings, stream: str, group: str) -> int:
         await redis.aclose()
 
 
-async def test_a_slow_command_is_handled_once_and_answered_once(redis_url: str) -> None:
-    async with fresh_bus(redis_url, claim_idle_ms=100) as (settings, _):
+@pytest.mark.parametrize("max_workers", [16, 1])
+async def test_a_slow_command_is_handled_once_and_answered_once(redis_url: str, max_workers: int) -> None:
+    """With one worker, two of the three wait for a slot longer than the idle time: still in hand."""
+    async with fresh_bus(redis_url, claim_idle_ms=100, max_workers=max_workers) as (settings, _):
         runs: list[str] = []
         consumer = Consumer(settings, "slow", "slow-1")
         broker = create_broker(settings, "slow", consumer)
@@ -108,5 +110,36 @@ async def test_a_slow_event_is_handled_once_and_acked(redis_url: str) -> None:
             await asyncio.sleep(0.5)  # more claim periods: still one run
 
         assert len(runs) == 1
+        assert await pending(settings, "events.client", "watcher") == 0
+        assert await redis.xlen(settings.name("dlq.events.client")) == 0
+
+
+async def test_a_slow_event_that_fails_is_tried_again_not_dead_lettered(redis_url: str) -> None:
+    """The claims skipped while it ran are not deliveries: BUS_MAX_DELIVERIES counts real tries."""
+    async with fresh_bus(redis_url, claim_idle_ms=100, max_deliveries=2) as (settings, redis):
+        runs: list[str] = []
+        consumer = Consumer(settings, "watcher", "watcher-1")
+        broker = create_broker(settings, "watcher", consumer)
+
+        @consumer.events(broker, "events.client", allow={"client"})
+        async def seen(msg: BusMessage) -> None:
+            runs.append(msg.message_id)
+            if len(runs) == 1:
+                await asyncio.sleep(SLOW)  # about eight claims skipped meanwhile
+                raise RuntimeError("the first try fails")
+
+        publisher = create_broker(settings, "client", Consumer(settings, "client", "client-1"))
+        async with started(settings, consumer, broker):
+            await publisher.connect()
+            try:
+                await publisher.publish(Work(text="e"), stream=settings.name("events.client"))
+            finally:
+                await publisher.stop()
+            for _ in range(50):
+                if len(runs) == 2 and await pending(settings, "events.client", "watcher") == 0:
+                    break
+                await asyncio.sleep(0.1)
+
+        assert len(runs) == 2
         assert await pending(settings, "events.client", "watcher") == 0
         assert await redis.xlen(settings.name("dlq.events.client")) == 0
