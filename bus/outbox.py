@@ -19,6 +19,9 @@ from bus import wire
 from bus.settings import BusSettings
 from bus.signing import Signer
 
+CONTENDED_RETRY = 0.02
+"""Seconds before a relay that found the outbox held by another one looks again."""
+
 OutboxEntry = tuple[str, Mapping[str, Any], bytes]
 """One event ready to publish: its stream (without prefix), envelope headers, JSON payload."""
 
@@ -26,8 +29,11 @@ OutboxEntry = tuple[str, Mapping[str, Any], bytes]
 class OutboxStore(Protocol):
     """Where a service keeps its outbox; implemented over its database in ``db``."""
 
-    def claim(self, limit: int) -> AbstractAsyncContextManager[Sequence[OutboxEntry]]:
-        """Yield up to ``limit`` unpublished entries, oldest first; mark them published on exit."""
+    def claim(self, limit: int) -> AbstractAsyncContextManager[Sequence[OutboxEntry] | None]:
+        """Yield up to ``limit`` unpublished entries, oldest first; mark them published on exit.
+
+        None: another relay is publishing this outbox now.
+        """
         ...
 
 
@@ -78,6 +84,11 @@ class OutboxRelay:
         published = 0
         while True:
             async with self._store.claim(self._batch_size) as entries:
+                if entries is None:
+                    # Another instance's relay holds the outbox: it may have missed what
+                    # was committed here (its drain can end before that). Look again soon.
+                    asyncio.get_running_loop().call_later(CONTENDED_RETRY, self._wake.set)
+                    return published
                 if entries:
                     signer = self._signer
                     async with self._redis.pipeline(transaction=False) as pipe:

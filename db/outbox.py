@@ -117,8 +117,8 @@ class SqlOutboxStore:
         self._model = model
 
     @asynccontextmanager
-    async def claim(self, limit: int) -> AsyncIterator[Sequence[OutboxEntry]]:
-        """Lock up to ``limit`` unpublished rows (skipping rows another relay holds)."""
+    async def claim(self, limit: int) -> AsyncIterator[Sequence[OutboxEntry] | None]:
+        """Lock up to ``limit`` unpublished rows; None while another relay holds the outbox."""
         model = self._model
         async with self._sessions() as session, session.begin():
             if session.get_bind().dialect.name == "postgresql":
@@ -126,7 +126,7 @@ class SqlOutboxStore:
                 # (SKIP LOCKED) would append one aggregate's events out of order.
                 locked = await session.exec(select(func.pg_try_advisory_xact_lock(func.hashtext(model.__tablename__))))
                 if not locked.one():
-                    yield []
+                    yield None
                     return
             query = (
                 select(model)

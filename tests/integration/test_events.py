@@ -225,8 +225,9 @@ async def test_two_relays_never_publish_one_outbox_out_of_order(redis_url: str) 
         # While one relay holds a batch, another gets nothing (not the next batch, which
         # it could publish first).
         async with store.claim(3) as first, store.claim(3) as second:
+            assert first is not None
             assert [entry[1]["id"] for entry in first] == [row.id for row in rows[:3]]
-            assert second == []
+            assert second is None
         relays = [
             OutboxRelay(store, system.redis, system.bus, signer=signer_as("users"), batch_size=3) for _ in range(3)
         ]
@@ -236,3 +237,37 @@ async def test_two_relays_never_publish_one_outbox_out_of_order(redis_url: str) 
         entries = await read_plain(REDIS_URL, system.stream("events.order"))
         # The first batch was claimed (and so marked published) by hand above.
         assert [e["id"] for e in entries] == [row.id for row in rows[3:]]
+
+
+async def test_a_relay_that_found_the_outbox_held_publishes_once_it_is_free(redis_url: str) -> None:
+    """Another instance's relay held the outbox when this one was woken: it looks again soon,
+    not only at its next interval (which this test puts out of reach)."""
+    async with postgres_databases() as databases, run_system(databases, redis_url=redis_url) as system:
+        await system.services["users"].stop()  # only the relay of this test publishes
+        sessions = system.sessions("users")
+        store = SqlOutboxStore(sessions, UsersOutbox)
+        relay = OutboxRelay(store, system.redis, system.bus, signer=signer_as("users"), interval=60)
+        await relay.start()
+        try:
+            async with store.claim(10) as held:  # the other instance's relay, mid-drain
+                assert held is not None
+                async with sessions() as session, session.begin():
+                    row = add_event(
+                        session,
+                        UsersOutbox,
+                        "events.contended",
+                        UserUpdated(user_id="u-contended", changes={"v": "1"}),
+                        trace=Trace(correlation_id="corr-contended"),
+                        producer="users",
+                    )
+                relay.wake()
+                await asyncio.sleep(0.2)  # woken while the outbox is held: it publishes nothing yet
+                assert await read_plain(REDIS_URL, system.stream("events.contended")) == []
+
+            async def published() -> list[dict[str, Any]] | None:
+                return await read_plain(REDIS_URL, system.stream("events.contended")) or None
+
+            entries = await eventually(published, timeout=5, what="the event, published once the outbox is free")
+            assert [e["id"] for e in entries] == [row.id]
+        finally:
+            await relay.stop()
