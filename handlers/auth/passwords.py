@@ -45,15 +45,11 @@ def _releaser() -> Callable[[int], int] | None:
     try:
         libc = ctypes.CDLL(None)
         trim: Callable[[int], int] = libc.malloc_trim
-        for parameter, value in (
-            (_M_ARENA_MAX, 1),
-            (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD),
-            (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD),
-        ):
-            libc.mallopt(parameter, value)
+        settings = ((_M_ARENA_MAX, 1), (_M_MMAP_THRESHOLD, _MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+        accepted = all(libc.mallopt(parameter, value) == 1 for parameter, value in settings)
     except (AttributeError, OSError):  # not glibc (musl has no malloc_trim)
         return None
-    return trim
+    return trim if accepted else None
 
 
 def hashing_pool(workers: int, niceness: int) -> ThreadPoolExecutor:

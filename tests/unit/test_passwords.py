@@ -5,11 +5,15 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import bcrypt
 import pytest
 
 from handlers.auth.passwords import PasswordHasher, hashing_pool
+
+ROOT = Path(__file__).resolve().parents[2]
+"""The project, where the probes' ``import handlers`` resolves."""
 
 FAST = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
 
@@ -85,7 +89,12 @@ asyncio.run(main(float(sys.argv[1])))
 def test_the_argon2_buffers_go_back_once_hashing_stops(release_after: float) -> None:
     """A new process, as the auth service is: its hashing thread's 19 MiB buffer goes back (or, with 0, stays)."""
     probe = subprocess.run(
-        [sys.executable, "-c", RELEASE_PROBE, str(release_after)], capture_output=True, text=True, check=True
+        [sys.executable, "-c", RELEASE_PROBE, str(release_after)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=ROOT,
+        timeout=60,
     )
     released = float(probe.stdout)
     if release_after:
@@ -112,7 +121,9 @@ asyncio.run(main())
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's heap and getrusage's page faults are Linux's")
 def test_hashes_in_a_burst_reuse_their_buffers() -> None:
     """Two at a time, back to back: no buffer goes back mid-burst, so no hash pays 19 MiB of page faults."""
-    probe = subprocess.run([sys.executable, "-c", REUSE_PROBE], capture_output=True, text=True, check=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", REUSE_PROBE], capture_output=True, text=True, check=True, cwd=ROOT, timeout=60
+    )
     faults_per_hash = float(probe.stdout)
     # A buffer faulted in again is about 4 900 faults (19 MiB of 4 KiB pages).
     assert faults_per_hash < 20, f"{faults_per_hash:.0f} page faults per hash"
