@@ -1,7 +1,7 @@
 """A handler slower than BUS_CLAIM_IDLE_MS: its own process's claimer never runs the entry a second time."""
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
@@ -10,6 +10,7 @@ from bus.broker import BusMessage, BuswayBroker, Consumer, create_broker, create
 from bus.rpc import BusClient
 from bus.settings import BusSettings
 from schemas.base import Contract
+from tests.harness import eventually
 from tests.integration.replaying import fresh_bus
 
 pytestmark = pytest.mark.integration
@@ -48,6 +49,25 @@ async def pending(settings: BusSettings, stream: str, group: str) -> int:
         return int(summary["pending"])
     finally:
         await redis.aclose()
+
+
+async def publish_event(settings: BusSettings) -> None:
+    """One event on ``events.client``, published by the ``client`` service."""
+    publisher = create_broker(settings, "client", Consumer(settings, "client", "client-1"))
+    await publisher.connect()
+    try:
+        await publisher.publish(Work(text="e"), stream=settings.name("events.client"))
+    finally:
+        await publisher.stop()
+
+
+def acked(settings: BusSettings, runs: list[str], count: int) -> Callable[[], Awaitable[bool]]:
+    """A check: the watcher's handler ran ``count`` times and nothing is pending."""
+
+    async def check() -> bool:
+        return len(runs) == count and await pending(settings, "events.client", "watcher") == 0
+
+    return check
 
 
 @pytest.mark.parametrize("max_workers", [16, 1])
@@ -92,21 +112,10 @@ async def test_a_slow_event_is_handled_once_and_acked(redis_url: str) -> None:
             runs.append(msg.message_id)
             await asyncio.sleep(SLOW)
 
-        publisher = create_broker(settings, "client", Consumer(settings, "client", "client-1"))
         async with started(settings, consumer, broker):
-            await publisher.connect()
-            try:
-                await publisher.publish(Work(text="e"), stream=settings.name("events.client"))
-            finally:
-                await publisher.stop()
+            await publish_event(settings)
 
-            async def handled_and_acked() -> bool:
-                return len(runs) == 1 and await pending(settings, "events.client", "watcher") == 0
-
-            for _ in range(50):
-                if await handled_and_acked():
-                    break
-                await asyncio.sleep(0.1)
+            await eventually(acked(settings, runs, 1), timeout=5, what="the event handled and acked")
             await asyncio.sleep(0.5)  # more claim periods: still one run
 
         assert len(runs) == 1
@@ -128,17 +137,9 @@ async def test_a_slow_event_that_fails_is_tried_again_not_dead_lettered(redis_ur
                 await asyncio.sleep(SLOW)  # about eight claims skipped meanwhile
                 raise RuntimeError("the first try fails")
 
-        publisher = create_broker(settings, "client", Consumer(settings, "client", "client-1"))
         async with started(settings, consumer, broker):
-            await publisher.connect()
-            try:
-                await publisher.publish(Work(text="e"), stream=settings.name("events.client"))
-            finally:
-                await publisher.stop()
-            for _ in range(50):
-                if len(runs) == 2 and await pending(settings, "events.client", "watcher") == 0:
-                    break
-                await asyncio.sleep(0.1)
+            await publish_event(settings)
+            await eventually(acked(settings, runs, 2), timeout=5, what="the event tried again and acked")
 
         assert len(runs) == 2
         assert await pending(settings, "events.client", "watcher") == 0
