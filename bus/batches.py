@@ -144,15 +144,16 @@ class CommandBatches:
             nonlocal slots
             if slots is None:  # made on the event loop that runs the subscriber
                 slots = asyncio.Semaphore(self._limit)
-            waiting = {key: message for message in entries(batch) if (key := entry_key(message.raw_message))}
+            messages = entries(batch)
             # In hand from now on: a claimer must not hand out an entry waiting for a slot.
+            waiting = {key for message in messages if (key := entry_key(message.raw_message)) is not None}
             in_hand = self._middleware.in_hand
             in_hand.update(waiting)
             try:
-                for key, message in list(waiting.items()):
+                for message in messages:
                     if not await self._slot(slots):
                         return
-                    del waiting[key]
+                    waiting.discard(entry_key(message.raw_message))
                     task = asyncio.create_task(self._run(message, call, slots))
                     self._running.add(task)
                     task.add_done_callback(self._running.discard)
