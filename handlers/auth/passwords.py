@@ -36,7 +36,7 @@ def _releaser() -> Callable[[int], int] | None:
     ends up: one arena, the main one, where it can. Fixed thresholds keep that heap
     steady under load: with glibc's sliding ones, two buffers freed together could cross
     the trim threshold and be returned at once, and every hash after that paid its page
-    faults again (measured: 100-200 faults per hash, against 0). Set before the hashing
+    faults again (measured: about 100-250 faults per hash, against 0). Set before the hashing
     threads exist (their pool starts them at the first hash); threads that already have
     an arena keep it.
     """
@@ -112,16 +112,17 @@ class PasswordHasher:
         )
         # Verified when the email is unknown, so both cases cost the same time.
         self._dummy = self._context.hash("busway-timing-equaliser")
-        # A bulkhead for the CPU: at most this many hashes run at once, each in a worker
-        # thread off the event loop and at a lower CPU priority; the rest wait their turn
-        # instead of piling up threads, memory and latency for every other request.
         # Each hash's argon2 buffer (memory_cost KiB) stays in the process's heap after
         # the hash: glibc keeps it for the next one. Once no hash has run for
         # ``release_after`` seconds it goes back to the system, so a burst of logins does
         # not leave the service that much bigger; back-to-back hashes keep reusing it
         # (giving it back after each one costs every hash its page faults, ~10 ms).
+        # Set up before the pool's threads exist.
         self._release_after = release_after
         self._trim = _releaser() if release_after > 0 else None
+        # A bulkhead for the CPU: at most this many hashes run at once, each in a worker
+        # thread off the event loop and at a lower CPU priority; the rest wait their turn
+        # instead of piling up threads, memory and latency for every other request.
         self._pool = hashing_pool(concurrency or usable_cpus(), niceness)
         self._hashing = 0
         self._release: asyncio.TimerHandle | None = None
