@@ -111,8 +111,8 @@ async def main():
     hasher = PasswordHasher(time_cost=1, memory_cost=19_456, parallelism=1, concurrency=2, release_after=1.0)
     await asyncio.gather(*(hasher.hash("warm") for _ in range(4)))
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    await asyncio.gather(*(hasher.hash("a burst") for _ in range(40)))
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 40)
+    await asyncio.gather(*(hasher.hash("a burst") for _ in range(120)))
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / (19_456 // 4))
 
 asyncio.run(main())
 """
@@ -120,10 +120,13 @@ asyncio.run(main())
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc's heap and getrusage's page faults are Linux's")
 def test_hashes_in_a_burst_reuse_their_buffers() -> None:
-    """Two at a time, back to back: no buffer goes back mid-burst, so no hash pays 19 MiB of page faults."""
+    """120 hashes, two at a time: the heap does not give buffers back mid-burst to fault them in again.
+
+    Measured: about one buffer's worth of page faults over the burst with the fixed
+    thresholds (one buffer placed anew once), 3 to 11 with glibc's sliding ones.
+    """
     probe = subprocess.run(
         [sys.executable, "-c", REUSE_PROBE], capture_output=True, text=True, check=True, cwd=ROOT, timeout=60
     )
-    faults_per_hash = float(probe.stdout)
-    # A buffer faulted in again is about 4 900 faults (19 MiB of 4 KiB pages).
-    assert faults_per_hash < 20, f"{faults_per_hash:.0f} page faults per hash"
+    buffers_faulted = float(probe.stdout)  # page faults over the burst / the 4 KiB pages of one buffer
+    assert buffers_faulted < 2.5, f"{buffers_faulted:.1f} buffers' worth of page faults in one burst"
