@@ -51,6 +51,11 @@ bench *args:
 bench-roundtrip *args:
     uv run python -m bench.roundtrip "$@"
 
+# The outbox relay's claim alone on PostgreSQL: CPU per pass, asyncpg against the ORM
+[group('perf')]
+bench-outbox *args:
+    uv run python -m bench.outbox "$@"
+
 # Regenerate docs/events.md, docs/asyncapi.json and the contracts snapshot (refuses an incompatible change unless --accept-breaking)
 [group('contracts')]
 contracts *args:

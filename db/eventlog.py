@@ -40,7 +40,7 @@ def record_of(row: OutboxFields, encode: Encode | None = None) -> dict[str, Any]
     signature, computed over the payload exactly as the record holds it, so subscribers
     accept it when it is replayed.
     """
-    stream, headers, payload = entry_of(row)
+    stream, headers, payload = entry_of(row.model_dump())
     if encode is not None:
         message = json.loads(encode(headers, canonical_json(json.loads(payload))))
     else:

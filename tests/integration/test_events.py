@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from sqlalchemy import text
 from sqlmodel import col, select
 
 from bus.outbox import OutboxRelay
+from db.engine import create_engine, is_outage, session_factory
 from db.outbox import SqlOutboxStore, add_event
 from handlers.auth.models import Credential, RegistrationRow
 from handlers.users.models import Outbox as UsersOutbox
@@ -18,7 +20,7 @@ from handlers.users.models import Profile
 from schemas.envelope import Envelope, Trace
 from schemas.events import UserUpdated
 from tests.e2e.conftest import PASSWORD, new_email
-from tests.harness import REDIS_URL, System, eventually, postgres_databases, run_system, signed, signer_as
+from tests.harness import POSTGRES_URL, REDIS_URL, System, eventually, postgres_databases, run_system, signed, signer_as
 
 pytestmark = pytest.mark.integration
 
@@ -271,3 +273,43 @@ async def test_a_relay_that_found_the_outbox_held_publishes_once_it_is_free(redi
             assert [e["id"] for e in entries] == [row.id]
         finally:
             await relay.stop()
+
+
+async def test_a_relay_whose_database_connection_was_cut_publishes_on_a_new_one() -> None:
+    """The relay talks to asyncpg directly on PostgreSQL, past SQLAlchemy's pool: a connection
+    the server ended (a restart, a failover) is dropped, not handed to the next claim."""
+    async with postgres_databases() as databases:
+        engine = create_engine(databases.users_url, pool_size=1)  # one connection: the next claim gets the same
+        sessions = session_factory(engine)
+        store = SqlOutboxStore(sessions, UsersOutbox)
+        try:
+            async with store.claim(10) as entries:
+                assert entries == []
+            admin = create_engine(POSTGRES_URL)
+            try:
+                async with admin.connect() as connection:
+                    ended = await connection.execute(
+                        text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :name"),
+                        {"name": engine.url.database},
+                    )
+                    assert ended.scalars().all() == [True]
+            finally:
+                await admin.dispose()
+            with pytest.raises(Exception) as cut:
+                async with store.claim(10):
+                    pass
+            assert is_outage(cut.value), repr(cut.value)
+            async with sessions() as session, session.begin():
+                row = add_event(
+                    session,
+                    UsersOutbox,
+                    "events.cut",
+                    UserUpdated(user_id="u-cut", changes={"v": "1"}),
+                    trace=Trace(correlation_id="corr-cut"),
+                    producer="users",
+                )
+            async with store.claim(10) as entries:
+                assert entries is not None
+                assert [entry[1]["id"] for entry in entries] == [row.id]
+        finally:
+            await engine.dispose()
