@@ -67,28 +67,32 @@ def calling(handler: Callable[..., Awaitable[Any]]) -> Call:
     return with_message
 
 
+def _message(
+    channel: str, entry_id: bytes, fields: dict[bytes, Any], consumer: Any, group: str | None
+) -> RedisStreamMessage:
+    """One stream entry as the message a per-entry FastStream subscriber would have got."""
+    body, headers = wire.decode(fields.get(_DATA_KEY, b""))
+    message_id = headers.get("message_id") or entry_id.decode()
+    return RedisStreamMessage(
+        raw_message={"type": "stream", "channel": channel, "message_ids": [entry_id], "data": fields},
+        body=body,
+        headers=headers,
+        reply_to=headers.get("reply_to", ""),
+        content_type=headers.get("content-type"),
+        correlation_id=headers.get("correlation_id") or message_id,
+        message_id=message_id,
+        consumer=consumer,
+        group=group,
+    )
+
+
 def entries(batch: RedisBatchStreamMessage) -> list[RedisStreamMessage]:
     """The entries of a batch as the messages a per-entry subscriber would have got."""
     raw = batch.raw_message
-    channel = raw["channel"]
-    messages = []
-    for entry_id, fields in zip(raw["message_ids"], raw["data"], strict=True):
-        body, headers = wire.decode(fields.get(_DATA_KEY, b""))
-        message_id = headers.get("message_id") or entry_id.decode()
-        messages.append(
-            RedisStreamMessage(
-                raw_message={"type": "stream", "channel": channel, "message_ids": [entry_id], "data": fields},
-                body=body,
-                headers=headers,
-                reply_to=headers.get("reply_to", ""),
-                content_type=headers.get("content-type"),
-                correlation_id=headers.get("correlation_id") or message_id,
-                message_id=message_id,
-                consumer=batch.consumer,
-                group=batch.group,
-            )
-        )
-    return messages
+    return [
+        _message(raw["channel"], entry_id, fields, batch.consumer, batch.group)
+        for entry_id, fields in zip(raw["message_ids"], raw["data"], strict=True)
+    ]
 
 
 def read_directly(subscriber: Any, start: Callable[[RedisBatchStreamMessage], Awaitable[None]]) -> None:
@@ -117,12 +121,54 @@ def read_directly(subscriber: Any, start: Callable[[RedisBatchStreamMessage], Aw
     subscriber.consume_one = consume_one
 
 
+def read_events_directly(subscriber: Any, handler: Call, middleware: type[BusMiddleware], context: ContextRepo) -> None:
+    """Run each event FastStream's ``subscriber`` reads through the bus middleware and ``handler``.
+
+    FastStream still reads the stream, one entry at a time and in order, and waits for
+    each event before it reads the next; what is skipped is its per-message pipeline,
+    and its ack through redis-py: the ack goes on the bus's own connection (``replies``).
+    Every event a service gets costs it that, even one it ignores: users read each login's
+    ``UserLoggedIn`` (docs/performance.md). The outcomes are the pipeline's: a handled,
+    refused or dead-lettered event is acked; a failed one stays pending for the claimer
+    (the middleware has recorded why); a claimed one still handled here is left alone.
+    FastStream's graceful stop still waits for the event being handled (its subscriber
+    lock). The claimers keep FastStream's pipeline: they run rarely.
+    """
+    group = subscriber.stream_sub.group
+
+    async def consume_one(raw: Any) -> None:
+        if not subscriber.running:
+            return
+        channel, entry_id = raw["channel"], raw["message_ids"][0]
+        message = _message(channel, entry_id, raw["data"], subscriber._client, group)
+        with subscriber.lock:
+            try:
+                await middleware(message, context=context).handle(message, handler)
+            except Exception:  # logged and recorded by the middleware; left pending
+                return
+            if message.committed:  # left to another delivery: not ours to ack
+                return
+            replies = middleware.replies
+            if replies is None:  # not on a bus broker's connection (FastStream's test broker)
+                await message.ack()
+                return
+            try:
+                (acked,) = await replies.execute(("XACK", channel, group, entry_id))
+            except Exception as exc:  # Redis unreachable: reported below
+                acked = exc
+            if isinstance(acked, Exception):
+                # Pending still: handled again later, and the service's inbox skips it then.
+                logger.warning("event {} of {} handled but not acked: {!r}", message.message_id, channel, acked)
+
+    subscriber.consume_one = consume_one
+
+
 class CommandBatches:
     """Runs the entries of command batches as tasks: at most ``limit`` at once per command stream."""
 
     def __init__(self, middleware: type[BusMiddleware], limit: int, grace: float) -> None:
         """``limit``: entries of one stream handled at once; ``grace``: seconds a stop waits for them."""
-        self._middleware = middleware
+        self.middleware = middleware
         self._limit = limit
         self.grace = grace
         self._running: set[asyncio.Task[None]] = set()
@@ -147,7 +193,7 @@ class CommandBatches:
             messages = entries(batch)
             # In hand from now on: a claimer must not hand out an entry waiting for a slot.
             waiting = {key for message in messages if (key := entry_key(message.raw_message)) is not None}
-            in_hand = self._middleware.in_hand
+            in_hand = self.middleware.in_hand
             in_hand.update(waiting)
             try:
                 for message in messages:
@@ -192,7 +238,7 @@ class CommandBatches:
 
     async def _run(self, message: RedisStreamMessage, call: Call, slots: asyncio.Semaphore) -> None:
         try:
-            await self._middleware(message, context=self.context).handle(message, call)
+            await self.middleware(message, context=self.context).handle(message, call)
         except Exception:
             # Its reply and ack did not go out (Redis unreachable): it stays pending, and
             # the claimer hands it out again.

@@ -1,12 +1,13 @@
 """The broker factory and the naming of consumers and their groups."""
 
+import inspect
 import os
 import socket
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Annotated, Any, Self, TypeVar
+from typing import Annotated, Any, Self, TypeVar, get_type_hints
 
 from faststream import AckPolicy
 from faststream._internal.context import Context  # the class behind faststream.Context()
@@ -16,7 +17,7 @@ from faststream.redis.message import RedisBatchStreamMessage, RedisStreamMessage
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from bus.batches import CommandBatches, read_directly
+from bus.batches import CommandBatches, read_directly, read_events_directly
 from bus.logs import stdlib_logger
 from bus.metrics import HandlerMetrics
 from bus.middleware import CLAIMED, StreamRoles, middleware_for
@@ -161,15 +162,12 @@ def create_redis(settings: BusSettings, *, blocking: bool = False) -> "Redis":
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
-def _registering(*subscribers: Callable[[Any], object]) -> Callable[[Handler], Handler]:
-    """A decorator that registers the handler with FastStream and leaves it as it was."""
-
-    def register(handler: Handler) -> Handler:
-        for subscriber in subscribers:
-            subscriber(handler)
-        return handler
-
-    return register
+def _takes_the_message_alone(handler: Callable[..., Any]) -> bool:
+    """Whether ``handler`` is ``async def handler(message: BusMessage)``: callable without FastStream."""
+    parameters = list(inspect.signature(handler).parameters.values())
+    if len(parameters) != 1 or parameters[0].kind is inspect.Parameter.KEYWORD_ONLY:
+        return False
+    return bool(get_type_hints(handler, include_extras=True).get(parameters[0].name) == BusMessage)
 
 
 async def _mark_claimed(raw: Any, parse: Callable[[Any], Awaitable[StreamMessage[Any]]]) -> StreamMessage[Any]:
@@ -245,18 +243,27 @@ class Consumer:
         ``busway replay --to-group`` puts there reaches this group and no other.
         """
         producers = frozenset(allow if allow is not None else (producer_of_events(base),))
-        subscribers: list[Callable[[Any], object]] = []
+        streams = []
         for name in (base, replay_stream(self.service, base)):
             # One entry per read: events are handled one at a time anyway, and a prefetched
             # batch would age in memory until the claimer hands it out a second time.
             stream = self.stream(name, max_records=1)
             self.event_streams.add(stream.name)
             self.allowed[stream.name] = producers
-            subscribers += [
-                broker.subscriber(stream=stream, no_reply=True),
-                broker.subscriber(stream=self.claimer(stream), no_reply=True, parser=_mark_claimed),
-            ]
-        return _registering(*subscribers)
+            streams.append(stream)
+
+        def register(handler: Handler) -> Handler:
+            direct = isinstance(broker, BuswayBroker) and _takes_the_message_alone(handler)
+            for stream in streams:
+                subscriber = broker.subscriber(stream=stream, no_reply=True)
+                subscriber(handler)
+                if direct:
+                    batches = broker.batches  # type: ignore[attr-defined]  # a BuswayBroker's
+                    read_events_directly(subscriber, handler, batches.middleware, broker.context)
+                broker.subscriber(stream=self.claimer(stream), no_reply=True, parser=_mark_claimed)(handler)
+            return handler
+
+        return register
 
     def claimer(self, stream: StreamSub[Any]) -> StreamSub[Any]:
         """A reader of ``stream``'s entries left pending too long.
