@@ -35,7 +35,7 @@ def create_app(settings: AuthSettings | None = None, *, instance: str | None = N
     sessions = session_factory(engine)
     redis = create_redis(settings.bus)
     outbox = SqlOutboxStore(sessions, Outbox)
-    relay = OutboxRelay(outbox, redis, settings.bus, signer=settings.bus.signer(SERVICE))
+    relay = OutboxRelay(outbox, settings.bus, signer=settings.bus.signer(SERVICE))
     pruner = EventLogPruner(
         sessions,
         Outbox,

@@ -31,7 +31,7 @@ def create_app(settings: UsersSettings | None = None, *, instance: str | None = 
     sessions = session_factory(engine)
     redis = create_redis(settings.bus)
     outbox = SqlOutboxStore(sessions, Outbox)
-    relay = OutboxRelay(outbox, redis, settings.bus, signer=settings.bus.signer(SERVICE))
+    relay = OutboxRelay(outbox, settings.bus, signer=settings.bus.signer(SERVICE))
     pruner = EventLogPruner(
         sessions,
         Outbox,

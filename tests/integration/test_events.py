@@ -50,9 +50,12 @@ async def test_a_rolled_back_change_publishes_nothing_and_a_committed_one_publis
     async with sessions() as session, session.begin():
         row = add_event(session, UsersOutbox, "events.test", event, trace=trace, producer="users", subject="u-outbox")
 
-    relay = OutboxRelay(SqlOutboxStore(sessions, UsersOutbox), system.redis, system.bus, signer=signer_as("users"))
-    assert await relay.drain() >= 1
-    assert await relay.drain() == 0  # marked published: nothing twice
+    relay = OutboxRelay(SqlOutboxStore(sessions, UsersOutbox), system.bus, signer=signer_as("users"))
+    try:
+        assert await relay.drain() >= 1
+        assert await relay.drain() == 0  # marked published: nothing twice
+    finally:
+        await relay.stop()
 
     entries = await read_plain(REDIS_URL, system.stream("events.test"))
     assert [e["id"] for e in entries] == [row.id]
@@ -230,12 +233,13 @@ async def test_two_relays_never_publish_one_outbox_out_of_order(redis_url: str) 
             assert first is not None
             assert [entry[1]["id"] for entry in first] == [row.id for row in rows[:3]]
             assert second is None
-        relays = [
-            OutboxRelay(store, system.redis, system.bus, signer=signer_as("users"), batch_size=3) for _ in range(3)
-        ]
-        await asyncio.gather(*(relay.drain() for relay in relays))
-        while any([await relay.drain() for relay in relays]):
-            pass
+        relays = [OutboxRelay(store, system.bus, signer=signer_as("users"), batch_size=3) for _ in range(3)]
+        try:
+            await asyncio.gather(*(relay.drain() for relay in relays))
+            while any([await relay.drain() for relay in relays]):
+                pass
+        finally:
+            await asyncio.gather(*(relay.stop() for relay in relays))
         entries = await read_plain(REDIS_URL, system.stream("events.order"))
         # The first batch was claimed (and so marked published) by hand above.
         assert [e["id"] for e in entries] == [row.id for row in rows[3:]]
@@ -248,7 +252,7 @@ async def test_a_relay_that_found_the_outbox_held_publishes_once_it_is_free(redi
         await system.services["users"].stop()  # only the relay of this test publishes
         sessions = system.sessions("users")
         store = SqlOutboxStore(sessions, UsersOutbox)
-        relay = OutboxRelay(store, system.redis, system.bus, signer=signer_as("users"), interval=60)
+        relay = OutboxRelay(store, system.bus, signer=signer_as("users"), interval=60)
         await relay.start()
         try:
             async with store.claim(10) as held:  # the other instance's relay, mid-drain
