@@ -144,7 +144,10 @@ def read_events_directly(subscriber: Any, handler: Call, middleware: type[BusMid
         with subscriber.lock:
             try:
                 await middleware(message, context=context).handle(message, handler)
-            except Exception:  # logged and recorded by the middleware; left pending
+            except Exception as exc:
+                # Left pending for the claimer; the middleware recorded why (and logged a
+                # handler's traceback). One line here, as FastStream's pipeline logged each.
+                logger.warning("event {} of {} failed, to be tried again: {!r}", message.message_id, channel, exc)
                 return
             if message.committed:  # left to another delivery: not ours to ack
                 return
