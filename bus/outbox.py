@@ -80,9 +80,11 @@ class OutboxRelay:
         if self._task is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        with contextlib.suppress(Exception):
-            await self.drain()
-        await self._redis.stop()
+        try:
+            with contextlib.suppress(Exception):
+                await self.drain()
+        finally:
+            await self._redis.stop()
 
     async def drain(self) -> int:
         """Publish every committed entry now; how many were published."""

@@ -19,7 +19,7 @@ from sqlalchemy.orm import declared_attr
 from sqlmodel import Field, SQLModel, col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from db.engine import SessionFactory, is_outage
+from db.engine import SessionFactory
 from schemas.envelope import (
     CAUSATION_ID,
     CORRELATION_ID,
@@ -160,10 +160,9 @@ class SqlOutboxStore:
         """The claim in asyncpg's own statements, in a transaction of its own.
 
         It runs once per committed change that has events (every login): through the ORM
-        the same five statements cost 3 to 4 ms of CPU, straight on asyncpg under 1 ms
-        (docs/performance.md). One relay at a time per outbox (the advisory lock): two
-        relays taking alternate batches (SKIP LOCKED) would append one aggregate's events
-        out of order.
+        a claim costs about three times the CPU (``just bench-outbox``; docs/performance.md).
+        One relay at a time per outbox (the advisory lock): two relays taking alternate
+        batches (SKIP LOCKED) would append one aggregate's events out of order.
         """
         async with self._engine.connect() as connection:
             pg = cast("asyncpg.Connection", (await connection.get_raw_connection()).driver_connection)
@@ -176,11 +175,12 @@ class SqlOutboxStore:
                     yield [entry_of(row) for row in rows]
                     if rows:
                         await pg.execute(self._mark_sql, _now(), [row["seq"] for row in rows])
-            except Exception as exc:
-                if is_outage(exc):
-                    # Past SQLAlchemy, so its pool did not see the break: drop the connection.
+            finally:
+                # Past SQLAlchemy, so its pool sees neither a connection the server ended
+                # nor a transaction that could not be closed: drop such a connection. A
+                # failure of the caller's (Redis down) leaves it healthy, and pooled.
+                if pg.is_closed() or pg.is_in_transaction():
                     await connection.invalidate()
-                raise
 
     @asynccontextmanager
     async def _claim_orm(self, limit: int) -> AsyncIterator[Sequence[OutboxEntry] | None]:
