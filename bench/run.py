@@ -191,6 +191,11 @@ def cpu_seconds(pid: int, *, main_thread: bool = False) -> float:
     return float("nan")
 
 
+def cpu_times(running: "Running", *, main_thread: bool = False) -> dict[str, float]:
+    """``cpu_seconds`` of each process of ``running`` (or of each one's main thread), by label."""
+    return {label: cpu_seconds(proc.pid, main_thread=main_thread) for label, proc in running.procs.items()}
+
+
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MB."""
     with suppress(OSError):
@@ -316,21 +321,15 @@ async def bench_variant(
                 request = scenario_request(scenario, email, token)
                 for connections in args.concurrency:
                     await load(base, request, connections, args.warmup)
-                    before = {label: cpu_seconds(proc.pid) for label, proc in running.procs.items()}
-                    loops_before = {
-                        label: cpu_seconds(proc.pid, main_thread=True) for label, proc in running.procs.items()
-                    }
+                    before, loops_before = cpu_times(running), cpu_times(running, main_thread=True)
                     with profiled(running, args.profile, f"{scenario}-c{connections}", args.duration):
                         figures = await load(base, request, connections, args.duration)
                     served = max(1.0, figures["rps"] * args.duration)
-                    cpu = {
-                        label: round((cpu_seconds(proc.pid) - before[label]) / served * 1e6)
-                        for label, proc in running.procs.items()
-                    }
+                    after, loops_after = cpu_times(running), cpu_times(running, main_thread=True)
+                    cpu = {label: round((after[label] - before[label]) / served * 1e6) for label in after}
                     # The event loop's share alone: without the hashing threads' CPU.
                     loop_cpu = {
-                        label: round((cpu_seconds(proc.pid, main_thread=True) - loops_before[label]) / served * 1e6)
-                        for label, proc in running.procs.items()
+                        label: round((loops_after[label] - loops_before[label]) / served * 1e6) for label in after
                     }
                     rows.append(
                         {
@@ -359,12 +358,10 @@ async def idle_cpu(running: Running, seconds: float) -> dict[str, float]:
     The per-request CPU figures include this background share: at 40 logins a second, a
     service idling at 20 ms/s adds 0.5 ms to each.
     """
-    before = {label: cpu_seconds(proc.pid) for label, proc in running.procs.items()}
+    before = cpu_times(running)
     await asyncio.sleep(seconds)
-    return {
-        label: round((cpu_seconds(proc.pid) - before[label]) / seconds * 1000, 1)
-        for label, proc in running.procs.items()
-    }
+    after = cpu_times(running)
+    return {label: round((after[label] - before[label]) / seconds * 1000, 1) for label in after}
 
 
 async def me_while_login(base: str, variant: str, email: str, token: str, args: argparse.Namespace) -> dict[str, Any]:
