@@ -13,7 +13,7 @@ from sqlalchemy import text
 from sqlmodel import col, select
 
 from bus.outbox import OutboxRelay
-from db.engine import create_engine, session_factory
+from db.engine import SessionFactory, create_engine, session_factory
 from db.outbox import SqlOutboxStore, add_event
 from handlers.auth.models import Credential, RegistrationRow
 from handlers.users.models import Outbox as UsersOutbox
@@ -34,6 +34,21 @@ async def read_plain(redis_url: str, stream: str) -> list[dict[str, object]]:
     finally:
         await plain.aclose()
     return [json.loads(fields["__data__"]) for _, fields in entries or [] if fields]
+
+
+async def commit_event(sessions: SessionFactory, name: str) -> UsersOutbox:
+    """One UserUpdated committed to users' outbox for stream ``events.<name>``; its row."""
+    async with sessions() as session, session.begin():
+        row = add_event(
+            session,
+            UsersOutbox,
+            f"events.{name}",
+            UserUpdated(user_id=f"u-{name}", changes={"v": "1"}),
+            trace=Trace(correlation_id=f"corr-{name}"),
+            producer="users",
+        )
+    assert isinstance(row, UsersOutbox)
+    return row
 
 
 async def test_a_rolled_back_change_publishes_nothing_and_a_committed_one_publishes_once(system: System) -> None:
@@ -258,15 +273,7 @@ async def test_a_relay_that_found_the_outbox_held_publishes_once_it_is_free(redi
         try:
             async with store.claim(10) as held:  # the other instance's relay, mid-drain
                 assert held is not None
-                async with sessions() as session, session.begin():
-                    row = add_event(
-                        session,
-                        UsersOutbox,
-                        "events.contended",
-                        UserUpdated(user_id="u-contended", changes={"v": "1"}),
-                        trace=Trace(correlation_id="corr-contended"),
-                        producer="users",
-                    )
+                row = await commit_event(sessions, "contended")
                 relay.wake()
                 await asyncio.sleep(0.2)  # woken while the outbox is held: it publishes nothing yet
                 assert await read_plain(REDIS_URL, system.stream("events.contended")) == []
@@ -305,15 +312,7 @@ async def test_a_relay_whose_database_connection_was_cut_publishes_on_a_new_one(
             with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)):
                 async with store.claim(10):
                     pass
-            async with sessions() as session, session.begin():
-                row = add_event(
-                    session,
-                    UsersOutbox,
-                    "events.cut",
-                    UserUpdated(user_id="u-cut", changes={"v": "1"}),
-                    trace=Trace(correlation_id="corr-cut"),
-                    producer="users",
-                )
+            row = await commit_event(sessions, "cut")
             async with store.claim(10) as entries:
                 assert entries is not None
                 assert [entry[1]["id"] for entry in entries] == [row.id]
