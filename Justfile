@@ -51,6 +51,11 @@ bench *args:
 bench-roundtrip *args:
     uv run python -m bench.roundtrip "$@"
 
+# The gateway's HTTP layer alone (the bus answering at once): CPU per request beside a bare Litestar route
+[group('perf')]
+bench-gateway *args:
+    uv run python -m bench.gateway "$@"
+
 # The outbox relay's claim alone on PostgreSQL: CPU per pass, asyncpg against the ORM
 [group('perf')]
 bench-outbox *args:

@@ -3,7 +3,6 @@
 import re
 import time
 
-from litestar.datastructures import MutableScopeHeaders
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from loguru import logger
@@ -13,6 +12,7 @@ from gateway.metrics import UNMATCHED, GatewayMetrics
 from gateway.state import SERVICE
 
 HEADER = "x-request-id"
+_HEADER = HEADER.encode()
 _VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -26,7 +26,7 @@ def request_id_middleware(app: ASGIApp, metrics: GatewayMetrics | None = None) -
         if scope["type"] != ScopeType.HTTP:
             await app(scope, receive, send)
             return
-        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == HEADER.encode()), "")
+        given = next((v.decode("latin-1") for k, v in scope["headers"] if k == _HEADER), "")
         request_id = given if _VALID.match(given) else new_id()
         status = 500
         started = time.perf_counter()
@@ -35,7 +35,10 @@ def request_id_middleware(app: ASGIApp, metrics: GatewayMetrics | None = None) -
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                MutableScopeHeaders.from_message(message)["X-Request-ID"] = request_id
+                # Ours replaces any the app set (a proxied monolith's); header names arrive lower-cased or not.
+                headers = [header for header in message.get("headers", ()) if header[0].lower() != _HEADER]
+                headers.append((_HEADER, request_id.encode("latin-1")))
+                message["headers"] = headers
             await send(message)
 
         with correlated(request_id, service=SERVICE):

@@ -160,7 +160,6 @@ class Downstream:
         self._outcomes: dict[tuple[str, str], Any] = {}
         self._durations: dict[str, Any] = {}
         self._retries: dict[str, Any] = {}
-        self._in_flight_gauge = metrics.in_flight.labels(service) if metrics else None
         self.breaker = CircuitBreaker(
             fail_max=policy.fail_max,
             exclude=[lambda exc: not is_failure(exc)],
@@ -169,6 +168,8 @@ class Downstream:
         )
         if metrics is not None:
             metrics.breaker_state.labels(service).state("closed")
+            # Read when scraped: no gauge update (a lock each) on every call.
+            metrics.in_flight.labels(service).set_function(lambda: self._in_flight)
 
     @property
     def state(self) -> str:
@@ -206,8 +207,6 @@ class Downstream:
                 retry_after=1,
             )
         self._in_flight += 1
-        if self._in_flight_gauge is not None:
-            self._in_flight_gauge.inc()
         try:
             if current_correlation_id() is not None:
                 return await self._attempts(stream, attempt, idempotent, timeout or self.policy.timeout, keeps_budget)
@@ -216,8 +215,6 @@ class Downstream:
                 return await self._attempts(stream, attempt, idempotent, timeout or self.policy.timeout, keeps_budget)
         finally:
             self._in_flight -= 1
-            if self._in_flight_gauge is not None:
-                self._in_flight_gauge.dec()
 
     async def _attempts(
         self, stream: str, attempt: Attempt[T], idempotent: bool, timeout: float, keeps_budget: bool
