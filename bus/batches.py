@@ -35,6 +35,7 @@ from pydantic import BaseModel
 
 from bus import wire
 from bus.middleware import BusMiddleware, entry_key
+from bus.resp import RespConnection
 
 Call = Callable[[RedisStreamMessage], Awaitable[Any]]
 
@@ -95,16 +96,51 @@ def entries(batch: RedisBatchStreamMessage) -> list[RedisStreamMessage]:
     ]
 
 
+def read_on(subscriber: Any, connection: RespConnection) -> None:
+    """Make FastStream's ``subscriber`` read new entries with ``XREADGROUP`` on ``connection``.
+
+    FastStream still runs the reading loop (its start, its stop, its error handling: a
+    lost group stops the subscriber, and ``bus.runtime`` recreates the group and starts it
+    again); only the read goes on ``connection``, a ``bus.resp`` connection of the
+    subscriber's own, instead of redis-py: a pool checkout, retry wrappers and redis-py's
+    parsing per read, a fifth of a users handler's CPU at C=1, where every read brings one
+    command (docs/performance.md). It replaces the subscriber's ``_xreadgroup``, which
+    FastStream 0.7's stream subscribers call for each read (re-check it when FastStream
+    moves); the claimers keep redis-py.
+    """
+    stream = subscriber.stream_sub
+    stream_name = stream.name.encode()
+
+    async def xreadgroup(*, count: int | None, block: int | None, noack: bool = False) -> Any:
+        command: list[str | int] = ["XREADGROUP", "GROUP", stream.group, stream.consumer]
+        if count:
+            command += ["COUNT", count]
+        if block is not None:
+            command += ["BLOCK", block]
+        if noack:
+            command.append("NOACK")
+        (reply,) = await connection.execute((*command, "STREAMS", stream.name, ">"))
+        if isinstance(reply, Exception):  # NOGROUP among them: FastStream's loop acts on it
+            raise reply
+        if not reply:  # nothing within the block time
+            return ()
+        # RESP2's [[name, [[id, [field, value, ...]], ...]]], as redis-py would give it.
+        ((_, entries),) = reply
+        return [(stream_name, [(entry_id, dict(zip(f[::2], f[1::2], strict=True))) for entry_id, f in entries])]
+
+    subscriber._xreadgroup = xreadgroup
+
+
 def read_directly(subscriber: Any, start: Callable[[RedisBatchStreamMessage], Awaitable[None]]) -> None:
     """Hand each batch FastStream's ``subscriber`` reads straight to ``start``.
 
-    FastStream still reads the stream (its loop, its ``XREADGROUP``); what is skipped is
-    its per-message pipeline run once per batch (context scopes, its middlewares, parser,
-    decoder, dependency injection), about a third of a command handler's CPU when every
-    batch holds one command (C=1; docs/performance.md). Nothing in it does anything for a
-    batch: the bus middleware runs around every entry, a command's ack is the middleware's,
-    and in-flight entries are ``CommandBatches``' to drain. It replaces the subscriber's
-    ``consume_one``, which FastStream 0.7's stream subscribers call with each read.
+    What is skipped is FastStream's per-message pipeline run once per batch (context
+    scopes, its middlewares, parser, decoder, dependency injection), about a third of a
+    command handler's CPU when every batch holds one command (C=1; docs/performance.md).
+    Nothing in it does anything for a batch: the bus middleware runs around every entry, a
+    command's ack is the middleware's, and in-flight entries are ``CommandBatches``' to
+    drain. It replaces the subscriber's ``consume_one``, which FastStream 0.7's stream
+    subscribers call with each read.
     """
     group = subscriber.stream_sub.group
 

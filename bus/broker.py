@@ -17,7 +17,7 @@ from faststream.redis.message import RedisBatchStreamMessage, RedisStreamMessage
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from bus.batches import CommandBatches, read_directly, read_events_directly
+from bus.batches import CommandBatches, read_directly, read_events_directly, read_on
 from bus.logs import stdlib_logger
 from bus.metrics import HandlerMetrics
 from bus.middleware import CLAIMED, StreamRoles, middleware_for
@@ -83,11 +83,33 @@ def instance_id(service: str) -> str:
 class BuswayBroker(RedisBroker):
     """FastStream's Redis broker plus the connection its middleware answers commands on."""
 
-    def __init__(self, *args: Any, replies: RespConnection, batches: CommandBatches, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        replies: RespConnection,
+        batches: CommandBatches,
+        bus_settings: BusSettings,
+        service: str,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
+        self.bus_settings = bus_settings
+        self.service = service
         self.replies = replies
         self.batches = batches
         batches.context = self.context
+        self._readers: list[RespConnection] = []
+
+    def reader(self, stream: str) -> RespConnection:
+        """A connection for the blocking reads of ``stream``'s command subscriber, closed at stop."""
+        # Its stall timeout must outlast a read's BLOCK.
+        connection = RespConnection(
+            self.bus_settings.redis_url,
+            timeout=self.bus_settings.polling_interval_ms / 1000 + 5.0,
+            client_name=f"{self.service}:read:{stream}:{os.getpid()}",
+        )
+        self._readers.append(connection)
+        return connection
 
     async def stop(
         self,
@@ -103,6 +125,9 @@ class BuswayBroker(RedisBroker):
         began = time.monotonic()
         self.batches.stop_starting()
         await super().stop(exc_type, exc_val, exc_tb)
+        # Before the entries are released: a read that was under way returns nothing more.
+        for reader in self._readers:
+            await reader.stop()
         await self.batches.drain(max(0.0, self.batches.grace - (time.monotonic() - began)))
         await self.replies.stop()
 
@@ -140,6 +165,8 @@ def create_broker(
     )
     return BuswayBroker(
         settings.redis_url,
+        bus_settings=settings,
+        service=service,
         replies=replies,
         batches=CommandBatches(middleware, settings.max_workers, settings.shutdown_grace),
         message_format=message_format,
@@ -222,6 +249,7 @@ class Consumer:
             read_batch.__name__ = read_batch.__qualname__ = handler.__name__
             subscriber = broker.subscriber(stream=stream, **options)
             subscriber(read_batch)
+            read_on(subscriber, broker.reader(stream.name))
             read_directly(subscriber, start)
             broker.subscriber(stream=self.claimer(stream), parser=_mark_claimed, **options)(handler)
             return handler
@@ -257,6 +285,8 @@ class Consumer:
             for stream in streams:
                 subscriber = broker.subscriber(stream=stream, no_reply=True)
                 subscriber(handler)
+                if isinstance(broker, BuswayBroker):
+                    read_on(subscriber, broker.reader(stream.name))
                 if direct:
                     batches = broker.batches  # type: ignore[attr-defined]  # a BuswayBroker's
                     read_events_directly(subscriber, handler, batches.middleware, broker.context)

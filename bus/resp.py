@@ -6,8 +6,9 @@ checkout, a pipeline object, retry wrappers and a reader task: about a hundred
 microseconds of Python per call, more than the rest of the request (docs/performance.md).
 Here commands are packed by hiredis and written straight to one socket; whatever is
 queued in one event-loop turn leaves in one write, and replies resolve their callers in
-order. The gateway's lockout scripts use it too (``Script``); everything else (the
-stream readers FastStream runs, scans, admin) stays on redis-py.
+order. The gateway's lockout scripts use it too (``Script``), and the reads of the
+stream subscribers FastStream runs (``bus.batches.read_on``); everything else (the
+claimers, scans, admin) stays on redis-py.
 
 Failures raise redis-py's exceptions (``ConnectionError``, ``TimeoutError``), and an
 error reply comes back as a ``ResponseError`` in its command's place, so callers handle

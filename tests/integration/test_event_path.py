@@ -46,6 +46,11 @@ async def test_an_event_is_handled_once_and_acked_on_either_path(redis_url: str,
         # The event stream and its replay stream: read by the bus itself, or by FastStream.
         assert reads_directly(broker) == [direct, direct]
         async with started(settings, consumer, broker):
+            # Either way the reads are the bus's own (bus.batches.read_on), one connection per stream.
+            names = [c["name"] for c in await redis.client_list() if c["name"].startswith("watcher:read:")]
+            assert sorted(n.rpartition(":")[0].removeprefix("watcher:read:") for n in names) == sorted(
+                consumer.event_streams
+            )
             await publish_event(settings)
             await eventually(acked(settings, runs, 1), timeout=5, what="the event handled and acked")
             await asyncio.sleep(0.3)  # claim periods: nothing is handed out again

@@ -1,6 +1,7 @@
 """Request-reply on real Redis: results, typed errors at once (never a timeout), deadlines."""
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -8,6 +9,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from bus.broker import BuswayBroker, Consumer, create_broker, create_redis
 from bus.rpc import BusClient
@@ -227,6 +229,28 @@ async def test_redis_refusing_the_write_is_unavailable_not_a_crash(redis_url: st
         await redis.aclose()
     assert caught.value.reply.code == ErrorCode.UNAVAILABLE
     assert caught.value.reply.message == "The message bus refused the message."
+
+
+async def test_commands_are_read_on_a_connection_of_their_own_that_the_stop_closes(redis_url: str) -> None:
+    redis = Redis.from_url(redis_url)
+
+    async def readers() -> list[dict[str, Any]]:
+        """This process's command-reading connections (``bus.resp``, named by the broker)."""
+        return [
+            c
+            for c in await redis.client_list()
+            if c["name"].startswith("echo:read:") and c["name"].endswith(f":{os.getpid()}")
+        ]
+
+    try:
+        async with running(redis_url, "echo", echo_service) as client:
+            assert await client.request("echo.say", Echo(text="hi"), Echoed) == Echoed(text="HI")
+            [reader] = await readers()
+            assert reader["name"].endswith(f"echo.say:{os.getpid()}")
+            assert reader["cmd"] == "xreadgroup"  # blocked on the next read, not on redis-py's pool
+        assert await readers() == []
+    finally:
+        await redis.aclose()
 
 
 async def test_a_stopping_consumer_hands_its_unhandled_entries_to_the_others(redis_url: str) -> None:
