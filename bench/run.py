@@ -1,8 +1,9 @@
 """``just bench``: busway against a monolith, an HTTP-proxy gateway and FastStream's request.
 
 Every variant runs as real processes on loopback with PostgreSQL databases of its own
-and serves the same routes (bench/apps.py). Each is warmed up, then loaded scenario by
-scenario with wrk (or a Python load generator when wrk is absent). One table is
+and serves the same routes (bench/apps.py). All are up at once; for each scenario and
+concurrency each variant in turn is warmed up and loaded, with wrk (or a Python load
+generator when wrk is absent), so the runs a ratio compares are seconds apart. One table is
 printed; bench/results/latest.json and latest.png are written. No thresholds: the
 figures are for reading, and the ratios compare variants of the same run.
 """
@@ -19,8 +20,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,38 +40,40 @@ PORT = 18100
 PASSWORD = "bench password 1"
 PY = sys.executable
 
-# name -> processes: (label, argv, extra env)
-VARIANTS: dict[str, list[tuple[str, list[str], dict[str, str]]]] = {
-    "direct": [("direct", [PY, "-m", "bench.apps", "direct"], {"BENCH_PORT": str(PORT)})],
-    "http-proxy": [
-        ("service", [PY, "-m", "bench.apps", "direct"], {"BENCH_PORT": str(PORT + 1)}),
-        (
-            "proxy",
-            [PY, "-m", "bench.apps", "proxy"],
-            {"BENCH_PORT": str(PORT), "BENCH_UPSTREAM": f"http://127.0.0.1:{PORT + 1}"},
-        ),
-    ],
-    "faststream-request": [
-        ("fs-handler", [PY, "-m", "bench.apps", "fs-handler"], {}),
-        ("fs-gateway", [PY, "-m", "bench.apps", "fs-gateway"], {"BENCH_PORT": str(PORT)}),
-    ],
-    "busway": [
-        ("users", [PY, "-m", "handlers.users", "serve"], {}),
-        ("auth", [PY, "-m", "handlers.auth", "serve"], {}),
-        (
-            "gateway",
-            [PY, "-m", "gateway"],
+
+def processes(variant: str, port: int) -> list[tuple[str, list[str], dict[str, str]]]:
+    """The processes of ``variant`` serving HTTP on ``port``: (label, argv, extra env) each."""
+    match variant:
+        case "direct":
+            return [("direct", [PY, "-m", "bench.apps", "direct"], {"BENCH_PORT": str(port)})]
+        case "http-proxy":
+            upstream = {"BENCH_PORT": str(port), "BENCH_UPSTREAM": f"http://127.0.0.1:{port + 1}"}
+            return [
+                ("service", [PY, "-m", "bench.apps", "direct"], {"BENCH_PORT": str(port + 1)}),
+                ("proxy", [PY, "-m", "bench.apps", "proxy"], upstream),
+            ]
+        case "faststream-request":
+            return [
+                ("fs-handler", [PY, "-m", "bench.apps", "fs-handler"], {}),
+                ("fs-gateway", [PY, "-m", "bench.apps", "fs-gateway"], {"BENCH_PORT": str(port)}),
+            ]
+        case _:  # busway
             # The loader is one client logging in to one account many times at once: the
             # brute-force guards would (rightly) lock it out. Rate limits off, lockout far away.
-            {
-                "GATEWAY_PORT": str(PORT),
+            guards = {
                 "GATEWAY_RATE_LIMIT": "0",
                 "GATEWAY_LOGIN_MAX_FAILURES": "1000",
                 "GATEWAY_LOGIN_MAX_FAILURES_PER_IP": "100000",
-            },
-        ),
-    ],
-}
+            }
+            return [
+                ("users", [PY, "-m", "handlers.users", "serve"], {}),
+                ("auth", [PY, "-m", "handlers.auth", "serve"], {}),
+                ("gateway", [PY, "-m", "gateway"], {"GATEWAY_PORT": str(port), **guards}),
+            ]
+
+
+VARIANTS = ("direct", "http-proxy", "faststream-request", "busway")
+
 SCENARIOS = ("echo", "me", "login", "register", "me-while-login")
 DEFAULT_SCENARIOS = SCENARIOS[:4]
 
@@ -212,10 +215,10 @@ class Running:
 
 
 @contextmanager
-def started(variant: str, env: dict[str, str], logs: Path) -> Iterator[Running]:
+def started(variant: str, port: int, env: dict[str, str], logs: Path) -> Iterator[Running]:
     running = Running(variant)
     try:
-        for label, argv, extra in VARIANTS[variant]:
+        for label, argv, extra in processes(variant, port):
             out = (logs / f"{variant}-{label}.log").open("w")
             running.procs[label] = subprocess.Popen(
                 argv, cwd=ROOT, env={**env, **extra}, stdout=out, stderr=subprocess.STDOUT
@@ -287,9 +290,21 @@ def account(base: str) -> tuple[str, str]:
     return email, login.json()["access_token"]
 
 
-async def bench_variant(
-    variant: str, args: argparse.Namespace, admin_url: str, logs: Path
-) -> tuple[list[dict[str, Any]], dict[str, float], dict[str, float]]:
+@dataclass
+class Variant:
+    """One variant up and answering: its processes, its URL, the account the loads use."""
+
+    running: Running
+    base: str
+    email: str
+    token: str
+
+
+@asynccontextmanager
+async def prepared(
+    variant: str, port: int, args: argparse.Namespace, admin_url: str, logs: Path
+) -> AsyncIterator[Variant]:
+    """``variant`` on ``port``, on fresh databases of its own (dropped afterwards)."""
     suffix = uuid.uuid4().hex[:6]
     names = [f"busway_bench_users_{suffix}", f"busway_bench_auth_{suffix}"]
     async with fresh_databases(admin_url, names) as (users_url, auth_url):
@@ -307,49 +322,77 @@ async def bench_variant(
             "AUTH_MIGRATE_ON_START": "false",
             "AUTH_SIGNING_KEY": args.signing_key,
         }
-        base = f"http://127.0.0.1:{PORT}"
-        rows: list[dict[str, Any]] = []
-        with started(variant, env, logs) as running:
+        base = f"http://127.0.0.1:{port}"
+        with started(variant, port, env, logs) as running:
             await asyncio.to_thread(wait_ready, base, running)
             email, token = await asyncio.to_thread(account, base)
-            idle = await idle_cpu(running, 1 if args.quick else 5)
-            print(f"  {variant:<19} idle CPU, ms per second: {idle}", flush=True)
-            for scenario in args.scenarios:
-                if scenario == "me-while-login":
-                    rows.append(await me_while_login(base, variant, email, token, args))
-                    continue
-                request = scenario_request(scenario, email, token)
-                for connections in args.concurrency:
-                    await load(base, request, connections, args.warmup)
-                    before, loops_before = cpu_times(running), cpu_times(running, main_thread=True)
-                    with profiled(running, args.profile, f"{scenario}-c{connections}", args.duration):
-                        figures = await load(base, request, connections, args.duration)
-                    served = max(1.0, figures["rps"] * args.duration)
-                    after, loops_after = cpu_times(running), cpu_times(running, main_thread=True)
-                    cpu = {label: round((after[label] - before[label]) / served * 1e6) for label in after}
-                    # The event loop's share alone: without the hashing threads' CPU.
-                    loop_cpu = {
-                        label: round((loops_after[label] - loops_before[label]) / served * 1e6) for label in after
-                    }
-                    rows.append(
-                        {
-                            "scenario": scenario,
-                            "variant": variant,
-                            "concurrency": connections,
-                            **figures,
-                            "cpu_us_per_request": cpu,
-                            "loop_cpu_us_per_request": loop_cpu,
-                        }
-                    )
-                    print(
-                        f"  {variant:<19} {scenario:<9} C={connections:<3} {figures['rps']:>8.0f} req/s, "
-                        f"CPU µs per request {cpu}, of it event loops {loop_cpu}",
-                        flush=True,
-                    )
-            if args.soak and variant == "busway":
-                rows.append(await soak(base, running, scenario_request("me", email, token), args.soak))
-            rss = {label: rss_mb(proc.pid, "VmHWM") for label, proc in running.procs.items()}
-        return rows, rss, idle
+            yield Variant(running, base, email, token)
+
+
+async def measure(variant: Variant, scenario: str, connections: int, args: argparse.Namespace) -> dict[str, Any]:
+    """One warmed-up run of ``scenario`` at ``connections``: its figures and each process's CPU per request."""
+    running, name = variant.running, variant.running.variant
+    request = scenario_request(scenario, variant.email, variant.token)
+    await load(variant.base, request, connections, args.warmup)
+    before, loops_before = cpu_times(running), cpu_times(running, main_thread=True)
+    with profiled(running, args.profile, f"{scenario}-c{connections}", args.duration):
+        figures = await load(variant.base, request, connections, args.duration)
+    served = max(1.0, figures["rps"] * args.duration)
+    after, loops_after = cpu_times(running), cpu_times(running, main_thread=True)
+    cpu = {label: round((after[label] - before[label]) / served * 1e6) for label in after}
+    # The event loop's share alone: without the hashing threads' CPU.
+    loop_cpu = {label: round((loops_after[label] - loops_before[label]) / served * 1e6) for label in after}
+    print(
+        f"  {name:<19} {scenario:<9} C={connections:<3} {figures['rps']:>8.0f} req/s, "
+        f"CPU µs per request {cpu}, of it event loops {loop_cpu}",
+        flush=True,
+    )
+    return {
+        "scenario": scenario,
+        "variant": name,
+        "concurrency": connections,
+        **figures,
+        "cpu_us_per_request": cpu,
+        "loop_cpu_us_per_request": loop_cpu,
+    }
+
+
+async def bench(
+    args: argparse.Namespace, admin_url: str, logs: Path
+) -> tuple[list[dict[str, Any]], dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """Every variant up at once, then each run of each variant back to back.
+
+    This VM's speed drifts within minutes (docs/performance.md): the runs a ratio compares
+    are seconds apart, not a variant's whole series apart. The variants not being loaded
+    idle meanwhile (their idle CPU is printed: a few ms per second).
+    """
+    rows: list[dict[str, Any]] = []
+    async with AsyncExitStack() as stack:
+        variants = {
+            name: await stack.enter_async_context(prepared(name, PORT + 10 * number, args, admin_url, logs))
+            for number, name in enumerate(args.variants)
+        }
+        idle = {}
+        for name, variant in variants.items():
+            idle[name] = await idle_cpu(variant.running, 1 if args.quick else 5)
+            print(f"  {name:<19} idle CPU, ms per second: {idle[name]}", flush=True)
+        for scenario in args.scenarios:
+            if scenario == "me-while-login":
+                for name, variant in variants.items():
+                    rows.append(await me_while_login(variant.base, name, variant.email, variant.token, args))
+                continue
+            for connections in args.concurrency:
+                for variant in variants.values():
+                    rows.append(await measure(variant, scenario, connections, args))
+        if args.soak and "busway" in variants:
+            busway = variants["busway"]
+            me = scenario_request("me", busway.email, busway.token)
+            rows.append(await soak(busway.base, busway.running, me, args.soak))
+        rss = {
+            name: {label: rss_mb(proc.pid, "VmHWM") for label, proc in variant.running.procs.items()}
+            for name, variant in variants.items()
+        }
+    return rows, rss, idle
 
 
 async def idle_cpu(running: Running, seconds: float) -> dict[str, float]:
@@ -471,7 +514,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(DEFAULT_SCENARIOS))
     parser.add_argument("--soak", type=int, default=0, help="then load busway's me at C=32 this many seconds")
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS))
     parser.add_argument("--quick", action="store_true", help="a smoke test: 1 s runs at C=32")
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="sample every process with py-spy during each run, into DIR"
@@ -488,14 +531,9 @@ def main() -> None:
     logs = Path("/tmp/busway-bench-logs")
     logs.mkdir(exist_ok=True)
 
-    rows: list[dict[str, Any]] = []
-    rss: dict[str, dict[str, float]] = {}
-    idle: dict[str, dict[str, float]] = {}
     loader = "wrk" if shutil.which("wrk") else "python (httpx)"
     print(f"bench: {len(args.variants)} variants, loader {loader}, logs in {logs}", flush=True)
-    for variant in args.variants:
-        variant_rows, rss[variant], idle[variant] = asyncio.run(bench_variant(variant, args, admin_url, logs))
-        rows += variant_rows
+    rows, rss, idle = asyncio.run(bench(args, admin_url, logs))
     table = report(rows, rss, args)
     print("\n" + table)
     RESULTS.mkdir(parents=True, exist_ok=True)
