@@ -27,6 +27,7 @@ from litestar import Litestar, Request, Response, get, post
 from litestar.params import JSONBody
 from pydantic import SecretStr
 
+from bus.process import freeze_heap
 from db.engine import create_engine, session_factory
 from gateway.bodies import LoginBody
 from gateway.problems import EXCEPTION_HANDLERS
@@ -270,6 +271,7 @@ async def _run_handler() -> None:
 
     broker = fs_handler_broker()
     await broker.start()
+    freeze_heap()  # as busway's processes do, once started
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
@@ -287,7 +289,9 @@ def main() -> None:
         uvloop.run(_run_handler())
     elif name in apps:
         port = int(os.environ.get("BENCH_PORT", "18001"))
-        uvicorn.run(apps[name](), host="127.0.0.1", port=port, log_config=None, access_log=False)
+        app = apps[name]()
+        app.on_startup.append(freeze_heap)  # as busway's processes do, once started
+        uvicorn.run(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
     else:
         raise SystemExit(f"usage: python -m bench.apps {{{'|'.join([*apps, 'fs-handler'])}}}")
 

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from bus.broker import Consumer
 from bus.heartbeat import Heartbeat
 from bus.metrics import MetricsServer
+from bus.process import freeze_heap
 
 
 class Component(Protocol):
@@ -140,6 +141,7 @@ async def serve(runtime: ServiceRuntime) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, _stopper(stop, sig))
     await runtime.start()
+    freeze_heap()  # the process is what it will be from now on
     try:
         await stop.wait()
     finally:
