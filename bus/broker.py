@@ -81,7 +81,7 @@ def instance_id(service: str) -> str:
 
 
 class BuswayBroker(RedisBroker):
-    """FastStream's Redis broker plus the connection its middleware answers commands on."""
+    """FastStream's Redis broker, the connection its middleware answers commands on, and its readers."""
 
     def __init__(
         self,
@@ -101,7 +101,7 @@ class BuswayBroker(RedisBroker):
         self._readers: list[RespConnection] = []
 
     def reader(self, stream: str) -> RespConnection:
-        """A connection for the blocking reads of ``stream``'s command subscriber, closed at stop."""
+        """A connection for the blocking reads of ``stream``'s subscriber (``bus.batches.read_on``), closed at stop."""
         # Its stall timeout must outlast a read's BLOCK.
         connection = RespConnection(
             self.bus_settings.redis_url,
