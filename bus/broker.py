@@ -281,15 +281,14 @@ class Consumer:
             streams.append(stream)
 
         def register(handler: Handler) -> Handler:
-            direct = isinstance(broker, BuswayBroker) and _takes_the_message_alone(handler)
+            direct = _takes_the_message_alone(handler)
             for stream in streams:
                 subscriber = broker.subscriber(stream=stream, no_reply=True)
                 subscriber(handler)
-                if isinstance(broker, BuswayBroker):
+                if isinstance(broker, BuswayBroker):  # not FastStream's own (its test broker, say)
                     read_on(subscriber, broker.reader(stream.name))
-                if direct:
-                    batches = broker.batches  # type: ignore[attr-defined]  # a BuswayBroker's
-                    read_events_directly(subscriber, handler, batches.middleware, broker.context)
+                    if direct:
+                        read_events_directly(subscriber, handler, broker.batches.middleware, broker.context)
                 broker.subscriber(stream=self.claimer(stream), no_reply=True, parser=_mark_claimed)(handler)
             return handler
 
