@@ -5,19 +5,15 @@ from typing import Any
 
 from litestar import Request, Response, delete, get, post
 from litestar.connection import ASGIConnection
-from litestar.datastructures import State
-from litestar.di import NamedDependency
+from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi import ResponseSpec
 from litestar.params import FromPath, JSONBody
 
-from bus.rpc import BusClient
 from gateway.bodies import LoginBody, PasswordChangeBody, RefreshBody, RegistrationPending, ResetRequested
 from gateway.limits import client_ip
-from gateway.resilience import ResilientBusClient
 from gateway.settings import GatewaySettings
-from gateway.state import gateway_of
-from gateway.tokens import Claims
+from gateway.state import Gateway
 from schemas import streams
 from schemas.commands import (
     ChangePassword,
@@ -48,22 +44,11 @@ PASSWORD_RESET_DEADLINE = 300
 """Seconds auth has to take up a reset request: nobody waits for it, so it may wait for auth."""
 
 
-def client_of(request: Request[Any, Any, State]) -> tuple[str | None, str | None]:
+def client_of(request: Request[Any, Any, Any], settings: GatewaySettings) -> tuple[str | None, str | None]:
     """The client's user agent (printable, at most 500 characters) and IP address (see client_ip)."""
     user_agent = request.headers.get("user-agent")
     printable = "".join(c for c in user_agent[:500] if c.isprintable()) if user_agent else None
-    return printable, client_ip(request, gateway_of(request.app.state).settings)
-
-
-async def rate_limited(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
-    """Guard: count the request against its route's per-IP limit (``opt["rate_limit"]``); 429 over it."""
-    gateway = gateway_of(connection.app.state)
-    await gateway.limits.hit(handler.opt["rate_limit"], client_ip(connection, gateway.settings))
-
-
-def limited(route: str) -> dict[str, Any]:
-    """Route-decorator arguments that put a route under its per-IP rate limit."""
-    return {"guards": [rate_limited], "opt": {"rate_limit": route}}
+    return printable, client_ip(request, settings)
 
 
 def registration_response(registration: Registration) -> Response[UserProfile | RegistrationPending]:
@@ -83,213 +68,209 @@ def registration_response(registration: Registration) -> Response[UserProfile | 
     return Response(pending, status_code=202, headers={"Location": status_url})
 
 
-@post(
-    "/v1/auth/register",
-    status_code=201,
-    summary="Create an account",
-    responses={
-        202: ResponseSpec(RegistrationPending, description="The saga has not finished in time; poll status_url."),
-        409: ResponseSpec(None, description="The email is taken.", media_type=PROBLEM),
-        422: ResponseSpec(None, description="Invalid email, password or name.", media_type=PROBLEM),
-        429: TOO_MANY,
-    },
-    **limited("register"),
-)
-async def register(
-    data: JSONBody[RegisterUser],
-    bus: NamedDependency[ResilientBusClient],
-    settings: NamedDependency[GatewaySettings],
-) -> Response[UserProfile | RegistrationPending]:
-    """Run the registration saga and wait a bounded time for its outcome."""
-    registration = await bus.run_saga(
-        streams.AUTH_REGISTER, data, Registration, wait=settings.registration_wait, what="the registration"
+def routes(gateway: Gateway) -> list[HTTPRouteHandler]:
+    """The account routes of ``gateway`` (see ``gateway.app`` on why routes close over it)."""
+    settings = gateway.settings
+
+    async def rate_limited(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+        """Guard: count the request against its route's per-IP limit (``opt["rate_limit"]``); 429 over it."""
+        await gateway.limits.hit(handler.opt["rate_limit"], client_ip(connection, settings))
+
+    def limited(route: str) -> dict[str, Any]:
+        """Route-decorator arguments that put a route under its per-IP rate limit."""
+        return {"guards": [rate_limited], "opt": {"rate_limit": route}}
+
+    bearer: dict[str, Any] = {"security": BEARER, "guards": [gateway.signed_in]}
+    """Route-decorator arguments of a route for signed-in callers: 401 first, without a valid token."""
+
+    @post(
+        "/v1/auth/register",
+        status_code=201,
+        summary="Create an account",
+        responses={
+            202: ResponseSpec(RegistrationPending, description="The saga has not finished in time; poll status_url."),
+            409: ResponseSpec(None, description="The email is taken.", media_type=PROBLEM),
+            422: ResponseSpec(None, description="Invalid email, password or name.", media_type=PROBLEM),
+            429: TOO_MANY,
+        },
+        **limited("register"),
     )
-    return registration_response(registration)
+    async def register(data: JSONBody[RegisterUser]) -> Response[UserProfile | RegistrationPending]:
+        """Run the registration saga and wait a bounded time for its outcome."""
+        registration = await gateway.bus.run_saga(
+            streams.AUTH_REGISTER, data, Registration, wait=settings.registration_wait, what="the registration"
+        )
+        return registration_response(registration)
 
+    @get("/v1/auth/registrations/{registration_id:str}", summary="A registration saga's state")
+    async def get_registration(registration_id: FromPath[str]) -> Registration:
+        """pending, completed (with the user) or failed (with the reason)."""
+        return await gateway.bus.request(
+            streams.AUTH_GET_REGISTRATION, GetRegistration(registration_id=registration_id), Registration
+        )
 
-@get("/v1/auth/registrations/{registration_id:str}", summary="A registration saga's state")
-async def get_registration(registration_id: FromPath[str], bus: NamedDependency[BusClient]) -> Registration:
-    """pending, completed (with the user) or failed (with the reason)."""
-    return await bus.request(
-        streams.AUTH_GET_REGISTRATION, GetRegistration(registration_id=registration_id), Registration
+    @post(
+        "/v1/auth/login",
+        status_code=200,
+        summary="Log in",
+        responses={
+            401: ResponseSpec(None, description="Unknown email or wrong password.", media_type=PROBLEM),
+            429: ResponseSpec(
+                None,
+                description="Too many failed logins for this account or from this IP, or rate limited; "
+                "Retry-After says when to try again. The same for unknown emails.",
+                media_type=PROBLEM,
+            ),
+        },
+        **limited("login"),
     )
-
-
-@post(
-    "/v1/auth/login",
-    status_code=200,
-    summary="Log in",
-    responses={
-        401: ResponseSpec(None, description="Unknown email or wrong password.", media_type=PROBLEM),
-        429: ResponseSpec(
-            None,
-            description="Too many failed logins for this account or from this IP, or rate limited; "
-            "Retry-After says when to try again. The same for unknown emails.",
-            media_type=PROBLEM,
-        ),
-    },
-    **limited("login"),
-)
-async def login(
-    data: JSONBody[LoginBody], request: Request[Any, Any, State], bus: NamedDependency[BusClient]
-) -> TokenPair:
-    """An access token (JWT) and a refresh token for a valid email and password."""
-    user_agent, ip = client_of(request)
-    limits = gateway_of(request.app.state).limits
-    # Before the bus: a locked-out attempt costs auth nothing (no argon2 work).
-    await limits.reserve_login(data.email, ip)
-    command = LogIn(email=data.email, password=data.password, user_agent=user_agent, ip=ip)
-    try:
-        tokens = await bus.request(streams.AUTH_LOGIN, command, TokenPair)
-    except ReplyError as exc:
-        # auth's 401 is the failure already counted; any other error was no verdict.
-        if exc.reply.code != ErrorCode.INVALID_CREDENTIALS:
+    async def login(data: JSONBody[LoginBody], request: Request[Any, Any, Any]) -> TokenPair:
+        """An access token (JWT) and a refresh token for a valid email and password."""
+        user_agent, ip = client_of(request, settings)
+        limits = gateway.limits
+        # Before the bus: a locked-out attempt costs auth nothing (no argon2 work).
+        await limits.reserve_login(data.email, ip)
+        command = LogIn(email=data.email, password=data.password, user_agent=user_agent, ip=ip)
+        try:
+            tokens = await gateway.bus.request(streams.AUTH_LOGIN, command, TokenPair)
+        except ReplyError as exc:
+            # auth's 401 is the failure already counted; any other error was no verdict.
+            if exc.reply.code != ErrorCode.INVALID_CREDENTIALS:
+                await limits.login_undecided(data.email, ip)
+            raise
+        except Exception:
             await limits.login_undecided(data.email, ip)
-        raise
-    except Exception:
-        await limits.login_undecided(data.email, ip)
-        raise
-    await limits.login_succeeded(data.email, ip)
-    return tokens
+            raise
+        await limits.login_succeeded(data.email, ip)
+        return tokens
 
-
-@post(
-    "/v1/auth/refresh",
-    status_code=200,
-    summary="Exchange a refresh token for a new pair",
-    responses={
-        401: ResponseSpec(
-            None,
-            description="Unknown, expired or spent refresh token, or an ended session. A spent token "
-            "presented again ends its session: every token issued from it stops working.",
-            media_type=PROBLEM,
-        ),
-        429: TOO_MANY,
-    },
-    **limited("refresh"),
-)
-async def refresh(
-    data: JSONBody[RefreshBody], request: Request[Any, Any, State], bus: NamedDependency[BusClient]
-) -> TokenPair:
-    """A new access token and refresh token; the refresh token sent is spent."""
-    user_agent, ip = client_of(request)
-    command = RefreshTokens(refresh_token=data.refresh_token, user_agent=user_agent, ip=ip)
-    return await bus.request(streams.AUTH_REFRESH, command, TokenPair)
-
-
-@post("/v1/auth/logout", status_code=204, summary="Log out", security=BEARER, responses={401: NO_SESSION})
-async def logout(claims: NamedDependency[Claims], bus: NamedDependency[BusClient]) -> None:
-    """End the session of the access token: it and the session's refresh token stop working."""
-    await bus.request(streams.AUTH_LOGOUT, LogOut(user_id=claims.user_id, session_id=claims.session_id), Done)
-
-
-@post(
-    "/v1/auth/password",
-    status_code=204,
-    summary="Change my password",
-    security=BEARER,
-    responses={
-        401: NO_SESSION,
-        403: ResponseSpec(None, description="The current password is wrong.", media_type=PROBLEM),
-        422: ResponseSpec(None, description="The new password is too short or too long.", media_type=PROBLEM),
-    },
-)
-async def change_password(
-    data: JSONBody[PasswordChangeBody], claims: NamedDependency[Claims], bus: NamedDependency[BusClient]
-) -> None:
-    """Set a new password, proving the current one; every other session of mine ends."""
-    command = ChangePassword(
-        user_id=claims.user_id,
-        session_id=claims.session_id,
-        current_password=data.current_password,
-        new_password=data.new_password,
+    @post(
+        "/v1/auth/refresh",
+        status_code=200,
+        summary="Exchange a refresh token for a new pair",
+        responses={
+            401: ResponseSpec(
+                None,
+                description="Unknown, expired or spent refresh token, or an ended session. A spent token "
+                "presented again ends its session: every token issued from it stops working.",
+                media_type=PROBLEM,
+            ),
+            429: TOO_MANY,
+        },
+        **limited("refresh"),
     )
-    await bus.request(streams.AUTH_CHANGE_PASSWORD, command, Done)
+    async def refresh(data: JSONBody[RefreshBody], request: Request[Any, Any, Any]) -> TokenPair:
+        """A new access token and refresh token; the refresh token sent is spent."""
+        user_agent, ip = client_of(request, settings)
+        command = RefreshTokens(refresh_token=data.refresh_token, user_agent=user_agent, ip=ip)
+        return await gateway.bus.request(streams.AUTH_REFRESH, command, TokenPair)
 
+    @post("/v1/auth/logout", status_code=204, summary="Log out", responses={401: NO_SESSION}, **bearer)
+    async def logout(request: Request[Any, Any, Any]) -> None:
+        """End the session of the access token: it and the session's refresh token stop working."""
+        claims = await gateway.claims(request)
+        await gateway.bus.request(
+            streams.AUTH_LOGOUT, LogOut(user_id=claims.user_id, session_id=claims.session_id), Done
+        )
 
-@post(
-    "/v1/auth/password-reset",
-    status_code=202,
-    summary="Ask for a password reset",
-    responses={422: ResponseSpec(None, description="Not an email address.", media_type=PROBLEM), 429: TOO_MANY},
-    **limited("password-reset"),
-)
-async def request_password_reset(
-    data: JSONBody[RequestPasswordReset], bus: NamedDependency[BusClient]
-) -> ResetRequested:
-    """202 for any email: whether it has an account is not told.
+    @post(
+        "/v1/auth/password",
+        status_code=204,
+        summary="Change my password",
+        responses={
+            401: NO_SESSION,
+            403: ResponseSpec(None, description="The current password is wrong.", media_type=PROBLEM),
+            422: ResponseSpec(None, description="The new password is too short or too long.", media_type=PROBLEM),
+        },
+        **bearer,
+    )
+    async def change_password(data: JSONBody[PasswordChangeBody], request: Request[Any, Any, Any]) -> None:
+        """Set a new password, proving the current one; every other session of mine ends."""
+        claims = await gateway.claims(request)
+        command = ChangePassword(
+            user_id=claims.user_id,
+            session_id=claims.session_id,
+            current_password=data.current_password,
+            new_password=data.new_password,
+        )
+        await gateway.bus.request(streams.AUTH_CHANGE_PASSWORD, command, Done)
 
-    The answer does not wait for auth: it is sent once the request is on the bus, so
-    neither its content nor its timing depends on the account existing. For an existing
-    account auth then emits PasswordResetRequested with a one-time token for a mailer.
-    """
-    deadline = str(int((time.time() + PASSWORD_RESET_DEADLINE) * 1000))
-    await bus.send(streams.AUTH_REQUEST_PASSWORD_RESET, data, headers={DEADLINE: deadline})
-    return ResetRequested(message="If an account uses this email, a password reset link is on its way to it.")
+    @post(
+        "/v1/auth/password-reset",
+        status_code=202,
+        summary="Ask for a password reset",
+        responses={422: ResponseSpec(None, description="Not an email address.", media_type=PROBLEM), 429: TOO_MANY},
+        **limited("password-reset"),
+    )
+    async def request_password_reset(data: JSONBody[RequestPasswordReset]) -> ResetRequested:
+        """202 for any email: whether it has an account is not told.
 
+        The answer does not wait for auth: it is sent once the request is on the bus, so
+        neither its content nor its timing depends on the account existing. For an existing
+        account auth then emits PasswordResetRequested with a one-time token for a mailer.
+        """
+        deadline = str(int((time.time() + PASSWORD_RESET_DEADLINE) * 1000))
+        await gateway.bus.send(streams.AUTH_REQUEST_PASSWORD_RESET, data, headers={DEADLINE: deadline})
+        return ResetRequested(message="If an account uses this email, a password reset link is on its way to it.")
 
-@post(
-    "/v1/auth/password-reset/confirm",
-    status_code=204,
-    summary="Set a new password with a reset token",
-    responses={
-        400: ResponseSpec(None, description="The token is unknown, expired or already used.", media_type=PROBLEM),
-        422: ResponseSpec(None, description="The new password is too short or too long.", media_type=PROBLEM),
-        429: TOO_MANY,
-    },
-    **limited("password-reset-confirm"),
-)
-async def confirm_password_reset(data: JSONBody[ConfirmPasswordReset], bus: NamedDependency[BusClient]) -> None:
-    """Set the new password; the token is spent and every session of the account ends."""
-    await bus.request(streams.AUTH_CONFIRM_PASSWORD_RESET, data, Done)
+    @post(
+        "/v1/auth/password-reset/confirm",
+        status_code=204,
+        summary="Set a new password with a reset token",
+        responses={
+            400: ResponseSpec(None, description="The token is unknown, expired or already used.", media_type=PROBLEM),
+            422: ResponseSpec(None, description="The new password is too short or too long.", media_type=PROBLEM),
+            429: TOO_MANY,
+        },
+        **limited("password-reset-confirm"),
+    )
+    async def confirm_password_reset(data: JSONBody[ConfirmPasswordReset]) -> None:
+        """Set the new password; the token is spent and every session of the account ends."""
+        await gateway.bus.request(streams.AUTH_CONFIRM_PASSWORD_RESET, data, Done)
 
+    @get("/v1/auth/sessions", summary="My sessions", responses={401: NO_SESSION}, **bearer)
+    async def list_sessions(request: Request[Any, Any, Any]) -> SessionList:
+        """My live sessions, most recently used first; ``current`` marks this token's."""
+        claims = await gateway.claims(request)
+        command = ListSessions(user_id=claims.user_id, session_id=claims.session_id)
+        return await gateway.bus.request(streams.AUTH_LIST_SESSIONS, command, SessionList)
 
-@get("/v1/auth/sessions", summary="My sessions", security=BEARER, responses={401: NO_SESSION})
-async def list_sessions(claims: NamedDependency[Claims], bus: NamedDependency[BusClient]) -> SessionList:
-    """My live sessions, most recently used first; ``current`` marks this token's."""
-    command = ListSessions(user_id=claims.user_id, session_id=claims.session_id)
-    return await bus.request(streams.AUTH_LIST_SESSIONS, command, SessionList)
+    @delete(
+        "/v1/auth/sessions/{session_id:str}",
+        status_code=204,
+        summary="End one of my sessions",
+        responses={
+            401: NO_SESSION,
+            404: ResponseSpec(None, description="No session of mine has this id.", media_type=PROBLEM),
+        },
+        **bearer,
+    )
+    async def revoke_session(session_id: FromPath[str], request: Request[Any, Any, Any]) -> None:
+        """End a session: its tokens stop working. Ending the current one is a logout."""
+        claims = await gateway.claims(request)
+        command = RevokeSession(user_id=claims.user_id, session_id=session_id)
+        await gateway.bus.request(streams.AUTH_REVOKE_SESSION, command, Done)
 
+    @get("/.well-known/jwks.json", summary="Public signing keys", cache_control=None)
+    async def jwks() -> Response[dict[str, Any]]:
+        """The keys access tokens are signed with (RFC 7517)."""
+        verifier = gateway.verifier
+        if not verifier.jwks:
+            await verifier.refresh()
+        if not verifier.jwks:
+            raise ReplyError("The signing keys are not available yet.", code=ErrorCode.UNAVAILABLE)
+        return Response({"keys": verifier.jwks}, headers={"Cache-Control": "public, max-age=300"})
 
-@delete(
-    "/v1/auth/sessions/{session_id:str}",
-    status_code=204,
-    summary="End one of my sessions",
-    security=BEARER,
-    responses={
-        401: NO_SESSION,
-        404: ResponseSpec(None, description="No session of mine has this id.", media_type=PROBLEM),
-    },
-)
-async def revoke_session(
-    session_id: FromPath[str], claims: NamedDependency[Claims], bus: NamedDependency[BusClient]
-) -> None:
-    """End a session: its tokens stop working. Ending the current one is a logout."""
-    command = RevokeSession(user_id=claims.user_id, session_id=session_id)
-    await bus.request(streams.AUTH_REVOKE_SESSION, command, Done)
-
-
-@get("/.well-known/jwks.json", summary="Public signing keys", cache_control=None)
-async def jwks(state: State) -> Response[dict[str, Any]]:
-    """The keys access tokens are signed with (RFC 7517)."""
-    verifier = gateway_of(state).verifier
-    if not verifier.jwks:
-        await verifier.refresh()
-    if not verifier.jwks:
-        raise ReplyError("The signing keys are not available yet.", code=ErrorCode.UNAVAILABLE)
-    return Response({"keys": verifier.jwks}, headers={"Cache-Control": "public, max-age=300"})
-
-
-ROUTES = [
-    register,
-    get_registration,
-    login,
-    refresh,
-    logout,
-    change_password,
-    request_password_reset,
-    confirm_password_reset,
-    list_sessions,
-    revoke_session,
-    jwks,
-]
+    return [
+        register,
+        get_registration,
+        login,
+        refresh,
+        logout,
+        change_password,
+        request_password_reset,
+        confirm_password_reset,
+        list_sessions,
+        revoke_session,
+        jwks,
+    ]

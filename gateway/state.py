@@ -2,8 +2,11 @@
 
 import asyncio
 import contextlib
+from typing import Any
 
+from litestar.connection import ASGIConnection
 from litestar.datastructures import State
+from litestar.handlers.base import BaseRouteHandler
 from loguru import logger
 from redis.asyncio import Redis
 
@@ -13,13 +16,15 @@ from gateway.limits import Limits
 from gateway.metrics import GatewayMetrics
 from gateway.resilience import Downstreams, ResilientBusClient
 from gateway.settings import GatewaySettings
-from gateway.tokens import RevokedSessions, TokenVerifier
+from gateway.tokens import Claims, RevokedSessions, TokenVerifier, bearer_token
 from schemas import streams
 from schemas.commands import GetJwks
 from schemas.errors import ReplyError
 from schemas.replies import Jwks
 
 SERVICE = "gateway"
+_CLAIMS = "busway.claims"
+"""Where a request's verified claims are kept in its ASGI scope state."""
 
 
 class Gateway:
@@ -76,6 +81,22 @@ class Gateway:
             msg = "the gateway has not started"
             raise RuntimeError(msg)
         return self._limits
+
+    async def claims(self, request: ASGIConnection[Any, Any, Any, Any]) -> Claims:
+        """The caller of ``request``, from a valid bearer token; 401 otherwise.
+
+        Verified once per request: the bearer routes' guard (``signed_in``) checks first,
+        and the route handler then gets the same claims.
+        """
+        state = request.scope.setdefault("state", {})
+        claims: Claims | None = state.get(_CLAIMS)
+        if claims is None:
+            claims = state[_CLAIMS] = await self.verifier.verify(bearer_token(request.headers.get("authorization")))
+        return claims
+
+    async def signed_in(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        """Guard of the bearer routes: 401 without a valid token, before the body or query is read."""
+        await self.claims(connection)
 
     async def _fetch_jwks(self) -> Jwks:
         return await self.bus.request(streams.AUTH_JWKS, GetJwks(), Jwks)

@@ -161,6 +161,23 @@ async def test_me_refuses_every_bad_token(system: System, account: Account) -> N
     assert me.json()["display_name"] == "Test User"
 
 
+async def test_the_token_is_checked_before_the_body_and_the_query(system: System, account: Account) -> None:
+    """Without a valid token a caller learns nothing of the input rules: 401, never 422 or 400."""
+    tampered = {"Authorization": f"Bearer {bad_tokens(account)['tampered']}"}
+    for headers in ({}, tampered):
+        invalid_body = await system.http.patch("/v1/users/me", headers=headers, json={"display_name": ""})
+        assert invalid_body.status_code == 401, invalid_body.text
+        not_json = await system.http.post(
+            "/v1/auth/password", headers={**headers, "Content-Type": "application/json"}, content=b"{"
+        )
+        assert not_json.status_code == 401, not_json.text
+        bad_query = await system.http.get("/v1/users/me/activity?limit=0", headers=headers)
+        assert bad_query.status_code == 401, bad_query.text
+    # The same inputs with a valid token reach their validation.
+    assert (await system.http.patch("/v1/users/me", headers=account.auth, json={"display_name": ""})).status_code == 422
+    assert (await system.http.get("/v1/users/me/activity?limit=0", headers=account.auth)).status_code == 422
+
+
 async def test_a_valid_token_signed_by_the_auth_key_is_accepted(system: System, account: Account) -> None:
     """The forged-token cases above fail for their flaw, not because every crafted token fails."""
     token = signed(claims(account))
