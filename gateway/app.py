@@ -9,6 +9,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from gateway import auth_routes, contract_routes, ops_routes, users_routes
 from gateway.problems import EXCEPTION_HANDLERS
 from gateway.request_id import request_id_middleware
+from gateway.responses import ModelResponse
 from gateway.settings import GatewaySettings
 from gateway.state import Gateway
 
@@ -38,6 +39,7 @@ def create_app(settings: GatewaySettings | None = None, *, instance: str | None 
         on_startup=[start],
         on_shutdown=[stop],
         exception_handlers=EXCEPTION_HANDLERS,
+        response_class=ModelResponse,
         state=State({"gateway": gateway}),
         openapi_config=OpenAPIConfig(
             title="busway",
