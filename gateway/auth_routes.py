@@ -32,7 +32,6 @@ from schemas.errors import ErrorCode, ReplyError
 from schemas.replies import Done, Registration, RegistrationState, SessionList, TokenPair, UserProfile
 
 PROBLEM = "application/problem+json"
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 
 NO_SESSION = ResponseSpec(None, description="No valid access token, or its session has ended.", media_type=PROBLEM)
 
@@ -80,8 +79,7 @@ def routes(gateway: Gateway) -> list[HTTPRouteHandler]:
         """Route-decorator arguments that put a route under its per-IP rate limit."""
         return {"guards": [rate_limited], "opt": {"rate_limit": route}}
 
-    bearer: dict[str, Any] = {"security": BEARER, "guards": [gateway.signed_in]}
-    """Route-decorator arguments of a route for signed-in callers: 401 first, without a valid token."""
+    bearer = gateway.bearer()
 
     @post(
         "/v1/auth/register",

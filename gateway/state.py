@@ -4,9 +4,9 @@ import asyncio
 import contextlib
 from typing import Any
 
+from litestar import Request
 from litestar.connection import ASGIConnection
 from litestar.datastructures import State
-from litestar.handlers.base import BaseRouteHandler
 from loguru import logger
 from redis.asyncio import Redis
 
@@ -23,6 +23,8 @@ from schemas.errors import ReplyError
 from schemas.replies import Jwks
 
 SERVICE = "gateway"
+BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
+"""The OpenAPI security requirement of the routes for signed-in callers."""
 _CLAIMS = "busway.claims"
 """Where a request's verified claims are kept in its ASGI scope state."""
 
@@ -85,8 +87,8 @@ class Gateway:
     async def claims(self, request: ASGIConnection[Any, Any, Any, Any]) -> Claims:
         """The caller of ``request``, from a valid bearer token; 401 otherwise.
 
-        Verified once per request: the bearer routes' guard (``signed_in``) checks first,
-        and the route handler then gets the same claims.
+        Verified once per request: ``signed_in`` checks first, and the route handler then
+        gets the same claims.
         """
         state = request.scope.setdefault("state", {})
         claims: Claims | None = state.get(_CLAIMS)
@@ -94,9 +96,18 @@ class Gateway:
             claims = state[_CLAIMS] = await self.verifier.verify(bearer_token(request.headers.get("authorization")))
         return claims
 
-    async def signed_in(self, connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        """Guard of the bearer routes: 401 without a valid token, before the body or query is read."""
-        await self.claims(connection)
+    async def signed_in(self, request: Request[Any, Any, Any]) -> None:
+        """401 without a valid token: the bearer routes' ``before_request``, ahead of their body and query."""
+        await self.claims(request)
+
+    def bearer(self) -> dict[str, Any]:
+        """Route-decorator arguments of a route for signed-in callers (documented as such).
+
+        The token is checked in ``before_request``, which Litestar runs before it reads the
+        body or the query: a caller without one learns nothing of their rules (401 first).
+        Not a guard: Litestar copies the route handler for every guard call (8 µs here).
+        """
+        return {"security": BEARER, "before_request": self.signed_in}
 
     async def _fetch_jwks(self) -> Jwks:
         return await self.bus.request(streams.AUTH_JWKS, GetJwks(), Jwks)

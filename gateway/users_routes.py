@@ -15,7 +15,6 @@ from schemas.commands import DeleteAccount, GetAccountDeletion, GetUser, ListAct
 from schemas.errors import ErrorCode, ReplyError
 from schemas.replies import AccountDeletion, ActivityPage, RegistrationState, UserPage, UserProfile
 
-BEARER: list[dict[str, list[str]]] = [{"BearerToken": []}]
 PROBLEM = "application/problem+json"
 
 PageCursor = Annotated[
@@ -41,27 +40,28 @@ def deletion_response(deletion: AccountDeletion) -> Response[AccountDeletionPend
 
 def routes(gateway: Gateway) -> list[HTTPRouteHandler]:
     """The profile routes of ``gateway`` (see ``gateway.app`` on why routes close over it)."""
+    bearer = gateway.bearer()
 
-    @get("/v1/users/me", summary="My profile", security=BEARER, guards=[gateway.signed_in])
+    @get("/v1/users/me", summary="My profile", **bearer)
     async def get_me(request: Request[Any, Any, Any]) -> UserProfile:
         """The caller's own profile."""
         claims = await gateway.claims(request)
         return await gateway.bus.request(streams.USERS_GET, GetUser(user_id=claims.user_id), UserProfile)
 
-    @patch("/v1/users/me", summary="Change my profile", security=BEARER, guards=[gateway.signed_in])
+    @patch("/v1/users/me", summary="Change my profile", **bearer)
     async def patch_me(data: JSONBody[ProfilePatch], request: Request[Any, Any, Any]) -> UserProfile:
         """Change the fields given; the rest stay."""
         claims = await gateway.claims(request)
         command = UpdateUser(user_id=claims.user_id, display_name=data.display_name)
         return await gateway.bus.request(streams.USERS_UPDATE, command, UserProfile)
 
-    @get("/v1/users/{user_id:str}", summary="A user's public profile", security=BEARER, guards=[gateway.signed_in])
+    @get("/v1/users/{user_id:str}", summary="A user's public profile", **bearer)
     async def get_user(user_id: FromPath[str]) -> PublicProfile:
         """What any signed-in user may see of another (the guard lets only them in): no email."""
         profile = await gateway.bus.request(streams.USERS_GET, GetUser(user_id=user_id), UserProfile)
         return PublicProfile(id=profile.id, display_name=profile.display_name, created_at=profile.created_at)
 
-    @get("/v1/users/me/activity", summary="My account's activity", security=BEARER, guards=[gateway.signed_in])
+    @get("/v1/users/me/activity", summary="My account's activity", **bearer)
     async def get_my_activity(
         request: Request[Any, Any, Any],
         cursor: PageCursor = None,
@@ -75,8 +75,7 @@ def routes(gateway: Gateway) -> list[HTTPRouteHandler]:
     @get(
         "/v1/users",
         summary="Every user (administrators)",
-        security=BEARER,
-        guards=[gateway.signed_in],
+        **bearer,
         responses={
             401: ResponseSpec(None, description="No valid access token.", media_type="application/problem+json"),
             403: ResponseSpec(
@@ -98,8 +97,7 @@ def routes(gateway: Gateway) -> list[HTTPRouteHandler]:
         "/v1/users/me",
         status_code=202,
         summary="Delete my account",
-        security=BEARER,
-        guards=[gateway.signed_in],
+        **bearer,
         responses={
             204: ResponseSpec(None, description="The account is deleted."),
             403: ResponseSpec(
