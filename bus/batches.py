@@ -26,6 +26,7 @@ A handler takes the command (a pydantic model) and, optionally, the message
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, get_type_hints
 
 from faststream import ContextRepo
@@ -35,7 +36,7 @@ from pydantic import BaseModel
 
 from bus import wire
 from bus.middleware import BusMiddleware, entry_key
-from bus.resp import RespConnection
+from bus.resp import ReadConnection
 
 Call = Callable[[RedisStreamMessage], Awaitable[Any]]
 
@@ -96,7 +97,7 @@ def entries(batch: RedisBatchStreamMessage) -> list[RedisStreamMessage]:
     ]
 
 
-def read_on(subscriber: Any, connection: RespConnection) -> None:
+def read_on(subscriber: Any, connection: ReadConnection) -> None:
     """Make FastStream's ``subscriber`` read new entries with ``XREADGROUP`` on ``connection``.
 
     FastStream still runs the reading loop (its start, its stop, its error handling: a
@@ -107,6 +108,9 @@ def read_on(subscriber: Any, connection: RespConnection) -> None:
     command (docs/performance.md). It replaces the subscriber's ``_xreadgroup``, which
     FastStream 0.7's stream subscribers call for each read (re-check it when FastStream
     moves); the claimers keep redis-py.
+
+    Between two reads ``connection.between_reads`` is set: the replies and acks of the
+    entries read go on it then (``BusMiddleware.answers``), in the next read's write.
     """
     stream = subscriber.stream_sub
     stream_name = stream.name.encode()
@@ -119,7 +123,11 @@ def read_on(subscriber: Any, connection: RespConnection) -> None:
             command += ["BLOCK", block]
         if noack:
             command.append("NOACK")
+        connection.between_reads = False
         (reply,) = await connection.execute((*command, "STREAMS", stream.name, ">"))
+        # Answered: nothing waits on the connection now. (A read that failed or was
+        # cancelled may still be blocked in Redis: the connection stays out of use.)
+        connection.between_reads = True
         if isinstance(reply, Exception):  # NOGROUP among them: FastStream's loop acts on it
             raise reply
         if not reply:  # nothing within the block time
@@ -153,6 +161,10 @@ def read_directly(subscriber: Any, start: Callable[[RedisBatchStreamMessage], Aw
         except Exception:
             # As FastStream does: a failure here must not end the subscriber's reading loop.
             logger.exception("a batch of {} could not be started", raw.get("channel"))
+        # One loop turn for the entries just started before the next read is sent: those
+        # whose handler does not wait answer now, on the reader's connection, and their
+        # replies and acks leave in one write with that read.
+        await asyncio.sleep(0)
 
     subscriber.consume_one = consume_one
 
@@ -187,19 +199,26 @@ def read_events_directly(subscriber: Any, handler: Call, middleware: type[BusMid
                 return
             if message.committed:  # left to another delivery: not ours to ack
                 return
-            replies = middleware.replies
-            if replies is None:  # not on a bus broker's connection (FastStream's test broker)
+            if middleware.replies is None:  # not on a bus broker's connection (FastStream's test broker)
                 await message.ack()
                 return
-            try:
-                (acked,) = await replies.execute(("XACK", channel, group, entry_id))
-            except Exception as exc:  # Redis unreachable: reported below
-                acked = exc
-            if isinstance(acked, Exception):
-                # Pending still: handled again later, and the service's inbox skips it then.
-                logger.warning("event {} of {} handled but not acked: {!r}", message.message_id, channel, acked)
+            # Not awaited: the ack goes out with the next read (the reader's connection is
+            # idle now), and a failure is logged when Redis answers.
+            acked = middleware.answers(channel).submit(("XACK", channel, group, entry_id))
+            acked.add_done_callback(partial(_acked, message.message_id, channel))
 
     subscriber.consume_one = consume_one
+
+
+def _acked(message_id: str, channel: str, acked: "asyncio.Future[list[Any]]") -> None:
+    """An event's XACK was answered: a failure leaves it pending, handled again later."""
+    if acked.cancelled():
+        return
+    error = acked.exception()
+    result = error if error is not None else acked.result()[0]
+    if isinstance(result, BaseException):
+        # Pending still: handled again later, and the service's inbox skips it then.
+        logger.warning("event {} of {} handled but not acked: {!r}", message_id, channel, result)
 
 
 class CommandBatches:

@@ -21,7 +21,7 @@ from bus.batches import CommandBatches, read_directly, read_events_directly, rea
 from bus.logs import stdlib_logger
 from bus.metrics import HandlerMetrics
 from bus.middleware import CLAIMED, StreamRoles, middleware_for
-from bus.resp import RespConnection
+from bus.resp import ReadConnection, RespConnection
 from bus.settings import BusSettings
 from bus.wire import JsonEnvelopeFormat
 from schemas.streams import dead_letters, replay_stream
@@ -98,17 +98,22 @@ class BuswayBroker(RedisBroker):
         self.replies = replies
         self.batches = batches
         batches.context = self.context
-        self._readers: list[RespConnection] = []
+        self._readers: list[ReadConnection] = []
 
-    def reader(self, stream: str) -> RespConnection:
-        """A connection for the blocking reads of ``stream``'s subscriber (``bus.batches.read_on``), closed at stop."""
+    def reader(self, stream: str) -> ReadConnection:
+        """A connection for the blocking reads of ``stream``'s subscriber (``bus.batches.read_on``), closed at stop.
+
+        Between two reads the bus middleware answers and acks ``stream``'s entries on it
+        (``BusMiddleware.readers``).
+        """
         # Its stall timeout must outlast a read's BLOCK.
-        connection = RespConnection(
+        connection = ReadConnection(
             self.bus_settings.redis_url,
             timeout=self.bus_settings.polling_interval_ms / 1000 + 5.0,
             client_name=f"{self.service}:read:{stream}:{os.getpid()}",
         )
         self._readers.append(connection)
+        self.batches.middleware.readers[stream] = connection
         return connection
 
     async def stop(

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from bus import wire
 from bus.correlation import correlated, current_correlation_id, new_id
 from bus.metrics import HandlerMetrics
-from bus.resp import RespConnection
+from bus.resp import ReadConnection, RespConnection
 from bus.signing import Signer, Verifier, wire_payload
 from schemas.envelope import (
     CAUSATION_ID,
@@ -144,6 +144,9 @@ class BusMiddleware(BaseMiddleware):
     verifier: ClassVar[Verifier | None] = None
     replies: ClassVar[RespConnection | None] = None
     """Where command replies and acks go (one write per loop turn)."""
+    readers: ClassVar[dict[str, ReadConnection]] = {}
+    """Stream -> the connection its subscriber reads on: between two reads, that stream's
+    replies and acks go there instead, in the same write as the next read (``answers``)."""
     in_hand: ClassVar[set[tuple[str, Any]]] = set()
     """(stream, entry id) of the entries this process is handling now (or, for a command
     batch, has read and will start); one set per service (``middleware_for``)."""
@@ -408,10 +411,27 @@ class BusMiddleware(BaseMiddleware):
         commands.append(("XACK", stream, getattr(msg, "group", None) or self.service, *ids))
         if self.roles is not None and stream in self.roles.secret_streams:
             commands.append(("XDEL", stream, *ids))
-        results = await self.replies.execute(*commands)
+        results = await self.answers(stream).execute(*commands)
         errors = [result for result in results if isinstance(result, Exception)]
         if errors:
             raise errors[0]
+
+    @classmethod
+    def answers(cls, stream: str) -> RespConnection:
+        """The connection for the replies and acks of ``stream``'s entries now.
+
+        Its reader's connection while no read is under way on it (a command whose handler
+        did not wait, an event): queued before the next read, they share its write. Else
+        the service's ``replies`` connection.
+        """
+        reader = cls.readers.get(stream)
+        idle = reader.idle() if reader is not None else None
+        if idle is not None:
+            return idle
+        if cls.replies is None:
+            msg = "no connection for replies: the middleware is not on a busway broker"
+            raise RuntimeError(msg)
+        return cls.replies
 
     def _reply(self, msg: StreamMessage[Any], result: Any) -> bytes:
         """The wire bytes of the reply to ``msg``: a result, or an error response."""
@@ -478,6 +498,7 @@ def middleware_for(
         "signer": signer,
         "verifier": verifier,
         "replies": replies,
+        "readers": {},
         "in_hand": set(),
         "skipped_claims": Counter(),
     }

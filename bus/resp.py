@@ -249,6 +249,28 @@ class RespConnection:
             return self._protocol
 
 
+class ReadConnection(RespConnection):
+    """The connection of one subscriber's blocking reads (``XREADGROUP ... BLOCK``).
+
+    While a read waits, anything else sent on it would wait behind the read. Between two
+    reads it is idle, and the acks and replies of what the last read brought can go on
+    it: queued in the same event-loop turn as the next read, they leave in the same write
+    (one syscall, and one wake-up of Redis, instead of two). ``between_reads`` says which;
+    the reader keeps it (``bus.batches.read_on``), and ``idle()`` is what senders ask.
+    """
+
+    between_reads = False
+
+    def idle(self) -> "ReadConnection | None":
+        """This connection when no read is under way on it, else None."""
+        return self if self.between_reads else None
+
+    async def stop(self) -> None:
+        """Close it; nothing more goes on it until a read is answered on it again."""
+        self.between_reads = False
+        await super().stop()
+
+
 async def open_protocol(
     options: dict[str, Any],
     connect_timeout: float,

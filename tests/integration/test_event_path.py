@@ -10,6 +10,7 @@ from bus.broker import BusMessage, Consumer, create_broker
 from tests.harness import eventually
 from tests.integration.replaying import fresh_bus
 from tests.integration.test_claims import acked, pending, publish_event, started
+from tests.integration.test_rpc import commands_in, recorded_writes
 
 pytestmark = pytest.mark.integration
 
@@ -45,16 +46,21 @@ async def test_an_event_is_handled_once_and_acked_on_either_path(redis_url: str,
 
         # The event stream and its replay stream: read by the bus itself, or by FastStream.
         assert reads_directly(broker) == [direct, direct]
-        async with started(settings, consumer, broker):
-            # Either way the reads are the bus's own (bus.batches.read_on), one connection per stream.
-            names = [c["name"] for c in await redis.client_list() if c["name"].startswith("watcher:read:")]
-            assert sorted(n.rpartition(":")[0].removeprefix("watcher:read:") for n in names) == sorted(
-                consumer.event_streams
-            )
-            await publish_event(settings)
-            await eventually(acked(settings, runs, 1), timeout=5, what="the event handled and acked")
-            await asyncio.sleep(0.3)  # claim periods: nothing is handed out again
+        with recorded_writes() as writes:
+            async with started(settings, consumer, broker):
+                # Either way the reads are the bus's own (bus.batches.read_on), one connection per stream.
+                names = [c["name"] for c in await redis.client_list() if c["name"].startswith("watcher:read:")]
+                assert sorted(n.rpartition(":")[0].removeprefix("watcher:read:") for n in names) == sorted(
+                    consumer.event_streams
+                )
+                await publish_event(settings)
+                await eventually(acked(settings, runs, 1), timeout=5, what="the event handled and acked")
+                await asyncio.sleep(0.3)  # claim periods: nothing is handed out again
 
         assert len(runs) == 1
+        acks = [commands_in(write) for _, write in writes if b"XACK" in write]
+        # The bus's own path acks with no round trip of its own: ack, then the next read, in
+        # one write on the reader's connection. FastStream's acks through redis-py.
+        assert acks == ([[b"XACK", b"XREADGROUP"]] if direct else [])
         assert await pending(settings, "events.client", "watcher") == 0
         assert await redis.xlen(settings.name("dlq.events.client")) == 0

@@ -4,13 +4,15 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
+from unittest import mock
 
 import pytest
 from redis.asyncio import Redis
 
+from bus import resp
 from bus.broker import BuswayBroker, Consumer, create_broker, create_redis
 from bus.rpc import BusClient
 from bus.settings import BusSettings
@@ -71,6 +73,8 @@ def echo_service(server: BuswayBroker, consumer: Consumer) -> None:
             raise ReplyError("No, thanks.", code=ErrorCode.FORBIDDEN)
         if cmd.mode == "crash":
             raise RuntimeError("internal detail that must not leak")
+        if cmd.mode == "slow":
+            await asyncio.sleep(0.3)  # past the reader's next read (polling 100 ms)
         return Echoed(text=cmd.text.upper())
 
 
@@ -251,6 +255,55 @@ async def test_commands_are_read_on_a_connection_of_their_own_that_the_stop_clos
         assert await readers() == []
     finally:
         await redis.aclose()
+
+
+@contextmanager
+def recorded_writes() -> Iterator[list[tuple[object, bytes]]]:
+    """Every write the bus's own connections (``bus.resp``) make while the block runs: (connection, bytes)."""
+    writes: list[tuple[object, bytes]] = []
+    flush = resp._Protocol._flush
+
+    def recording(protocol: Any) -> None:
+        writes.append((protocol, b"".join(protocol._outgoing)))
+        flush(protocol)
+
+    with mock.patch.object(resp._Protocol, "_flush", recording):
+        yield writes
+
+
+def commands_in(write: bytes) -> list[bytes]:
+    """The command names of one write, in order (each command a RESP array of bulk strings)."""
+    names = []
+    rest = write
+    while rest:
+        count, _, rest = rest.partition(b"\r\n")
+        for index in range(int(count[1:])):
+            length, _, rest = rest.partition(b"\r\n")
+            if index == 0:
+                names.append(rest[: int(length[1:])].upper())
+            rest = rest[int(length[1:]) + 2 :]
+    return names
+
+
+async def test_a_reply_ready_at_once_leaves_in_one_write_with_the_next_read(redis_url: str) -> None:
+    with recorded_writes() as writes:
+        async with running(redis_url, "echo", echo_service) as client:
+            for text in ("a", "b", "c"):
+                assert await client.request("echo.say", Echo(text=text), Echoed) == Echoed(text=text.upper())
+    answered = [commands_in(write) for _, write in writes if b"PUBLISH" in write]
+    # Reply, ack, then the next read: one syscall, and one wake-up of Redis, for all three.
+    assert answered == [[b"PUBLISH", b"XACK", b"XREADGROUP"]] * 3
+
+
+async def test_a_reply_that_comes_after_the_next_read_goes_on_the_replies_connection(redis_url: str) -> None:
+    with recorded_writes() as writes:
+        async with running(redis_url, "echo", echo_service) as client:
+            assert await client.request("echo.say", Echo(text="z", mode="slow"), Echoed) == Echoed(text="Z")
+    readers = {connection for connection, write in writes if b"XREADGROUP" in write}
+    [(connection, write)] = [(connection, write) for connection, write in writes if b"PUBLISH" in write]
+    assert commands_in(write) == [b"PUBLISH", b"XACK"]
+    # Not behind the read blocking on the reader's connection by then: it would wait for that read.
+    assert connection not in readers
 
 
 async def test_a_stopping_consumer_hands_its_unhandled_entries_to_the_others(redis_url: str) -> None:
