@@ -2,13 +2,11 @@
 
 import os
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager
 from contextvars import ContextVar
 
-from loguru import logger
-
 _correlation_id: ContextVar[str | None] = ContextVar("busway_correlation_id", default=None)
+_NO_FIELDS: dict[str, object] = {}
+_log_fields: ContextVar[dict[str, object]] = ContextVar("busway_log_fields", default=_NO_FIELDS)
 
 
 _IDS_PER_READ = 256
@@ -37,12 +35,32 @@ def current_correlation_id() -> str | None:
     return _correlation_id.get()
 
 
-@contextmanager
-def correlated(correlation_id: str, **fields: object) -> Iterator[str]:
-    """Bind ``correlation_id`` (and ``fields``) for the code inside and its log lines."""
-    token = _correlation_id.set(correlation_id)
-    try:
-        with logger.contextualize(correlation_id=correlation_id, **fields):
-            yield correlation_id
-    finally:
-        _correlation_id.reset(token)
+def log_fields() -> dict[str, object]:
+    """The fields the enclosing :func:`correlated` blocks bound for log lines (don't change it)."""
+    return _log_fields.get()
+
+
+class correlated:  # noqa: N801  # used as a function: with correlated(...)
+    """Bind ``correlation_id`` (and ``fields``) for the code inside and its log lines.
+
+    Each log line gets them through the patcher ``bus.logs.configure_logging`` installs
+    (``log_fields``); an inner block's fields add to, and win over, the outer ones. Two
+    context variables rather than loguru's ``contextualize``, which takes a lock and runs
+    a generator on entry and exit: 0.4 µs here against 3.4 µs, on every request and message.
+    """
+
+    __slots__ = ("_correlation_id", "_fields", "_tokens")
+
+    def __init__(self, correlation_id: str, **fields: object) -> None:
+        self._correlation_id = correlation_id
+        self._fields = fields
+
+    def __enter__(self) -> str:
+        fields = {**_log_fields.get(), "correlation_id": self._correlation_id, **self._fields}
+        self._tokens = (_correlation_id.set(self._correlation_id), _log_fields.set(fields))
+        return self._correlation_id
+
+    def __exit__(self, *_: object) -> None:
+        correlation, fields = self._tokens
+        _log_fields.reset(fields)
+        _correlation_id.reset(correlation)

@@ -1,8 +1,9 @@
 """Structured logs with loguru: one sink, stdlib logging routed through it.
 
 Text lines for development, flat JSON lines (one object per line) for production. Every
-line carries ``service`` and ``instance``; the ``correlation_id`` bound with
-``logger.contextualize`` appears on every line of the work it belongs to.
+line carries ``service`` and ``instance``; the ``correlation_id`` (and the other fields)
+bound with ``bus.correlation.correlated`` appear on every line of the work they belong to,
+added to each line as it is written (a log call does not pass those names itself).
 """
 
 import logging
@@ -12,6 +13,8 @@ from typing import Any
 
 import msgspec
 from loguru import logger
+
+from bus.correlation import log_fields
 
 # str() for anything a caller bound that JSON cannot hold: a log line is never lost to it.
 _encoder = msgspec.json.Encoder(enc_hook=str)
@@ -60,13 +63,19 @@ def _text_fields(record: Any) -> str:
     return _TEXT + "\n{exception}"
 
 
+def _with_log_fields(record: Any) -> None:
+    """The patcher of loguru: the fields of the enclosing ``correlated`` blocks, on this line."""
+    record["extra"].update(log_fields())
+
+
 def configure_logging(service: str, fmt: str = "text", level: str = "INFO", instance: str | None = None) -> None:
     """Make loguru the only sink for this process, tagged with ``service`` and ``instance``."""
     logger.remove()
     extra = {"service": service, "correlation_id": "-", "fields": ""}
     if instance is not None:
         extra["instance"] = instance
-    logger.configure(extra=extra)
+    # Only lines that are written pay for the fields: a line below the level never gets here.
+    logger.configure(extra=extra, patcher=_with_log_fields)
     if fmt == "json":
         logger.add(_json_sink, level=level, backtrace=False, diagnose=False)
     else:
