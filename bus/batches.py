@@ -30,7 +30,7 @@ from functools import partial
 from typing import Any, get_type_hints
 
 from faststream import ContextRepo
-from faststream.redis.message import RedisBatchStreamMessage, RedisStreamMessage
+from faststream.redis.message import RedisStreamMessage
 from loguru import logger
 from pydantic import BaseModel
 
@@ -88,11 +88,14 @@ def _message(
     )
 
 
-def entries(batch: RedisBatchStreamMessage) -> list[RedisStreamMessage]:
-    """The entries of a batch as the messages a per-entry subscriber would have got."""
-    raw = batch.raw_message
+Batch = Callable[[Any, Any, str | None], Awaitable[None]]
+"""What starts the entries of one read: (FastStream's raw batch, the Redis client, the group)."""
+
+
+def entries(raw: Any, consumer: Any, group: str | None) -> list[RedisStreamMessage]:
+    """The entries of a raw batch as the messages a per-entry subscriber would have got."""
     return [
-        _message(raw["channel"], entry_id, fields, batch.consumer, batch.group)
+        _message(raw["channel"], entry_id, fields, consumer, group)
         for entry_id, fields in zip(raw["message_ids"], raw["data"], strict=True)
     ]
 
@@ -139,7 +142,7 @@ def read_on(subscriber: Any, connection: ReadConnection) -> None:
     subscriber._xreadgroup = xreadgroup
 
 
-def read_directly(subscriber: Any, start: Callable[[RedisBatchStreamMessage], Awaitable[None]]) -> None:
+def read_directly(subscriber: Any, start: Batch) -> None:
     """Hand each batch FastStream's ``subscriber`` reads straight to ``start``.
 
     What is skipped is FastStream's per-message pipeline run once per batch (context
@@ -155,9 +158,8 @@ def read_directly(subscriber: Any, start: Callable[[RedisBatchStreamMessage], Aw
     async def consume_one(raw: Any) -> None:
         if not subscriber.running:
             return
-        batch = RedisBatchStreamMessage(raw_message=raw, body=b"", consumer=subscriber._client, group=group)
         try:
-            await start(batch)
+            await start(raw, subscriber._client, group)
         except Exception:
             # As FastStream does: a failure here must not end the subscriber's reading loop.
             logger.exception("a batch of {} could not be started", raw.get("channel"))
@@ -234,7 +236,7 @@ class CommandBatches:
         self.context = ContextRepo()
         """FastStream's context of the broker the batches come from (``BuswayBroker`` sets it)."""
 
-    def reader(self, handler: Callable[..., Awaitable[Any]]) -> Callable[[RedisBatchStreamMessage], Awaitable[None]]:
+    def reader(self, handler: Callable[..., Awaitable[Any]]) -> Batch:
         """What a batch subscriber does with each batch: a task per entry, each calling ``handler``.
 
         It returns once the last entry has a slot, so the next read waits for free slots
@@ -244,11 +246,11 @@ class CommandBatches:
         call = calling(handler)
         slots: asyncio.Semaphore | None = None
 
-        async def start(batch: RedisBatchStreamMessage) -> None:
+        async def start(raw: Any, consumer: Any, group: str | None) -> None:
             nonlocal slots
             if slots is None:  # made on the event loop that runs the subscriber
                 slots = asyncio.Semaphore(self._limit)
-            messages = entries(batch)
+            messages = entries(raw, consumer, group)
             # In hand from now on: a claimer must not hand out an entry waiting for a slot.
             waiting = {key for message in messages if (key := entry_key(message.raw_message)) is not None}
             in_hand = self.middleware.in_hand

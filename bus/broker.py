@@ -249,7 +249,7 @@ class Consumer:
 
             async def read_batch(batch: BusBatch) -> None:
                 """What FastStream's pipeline would call with a batch; ``read_directly`` skips it."""
-                await start(batch)
+                await start(batch.raw_message, batch.consumer, batch.group)
 
             read_batch.__name__ = read_batch.__qualname__ = handler.__name__
             subscriber = broker.subscriber(stream=stream, **options)
