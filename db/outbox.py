@@ -5,6 +5,7 @@ A service declares ``class Outbox(OutboxFields, ItsBase, table=True)`` and
 that service's database and migrations.
 """
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -12,9 +13,8 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import asyncpg
-from sqlalchemy import Index, Integer, any_, bindparam, update
-from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import Index, Integer, String, bindparam, true, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.orm import declared_attr
 from sqlmodel import Field, SQLModel, col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -118,6 +118,21 @@ def entry_of(row: Mapping[str, Any]) -> OutboxEntry:
     return row["stream"], headers, row["payload"].encode()
 
 
+async def _end(connection: AsyncConnection, pg: asyncpg.Connection) -> None:
+    """Leave ``pg`` out of any transaction, or drop it.
+
+    Past SQLAlchemy, so its pool sees neither a connection the server ended nor a
+    transaction left open: a claim that ended early (nothing to do, the outbox held, the
+    caller's XADD failed) rolls back; a connection that cannot is invalidated. A failure
+    of the caller's (Redis down) leaves it healthy, and pooled.
+    """
+    if not pg.is_closed() and pg.is_in_transaction():
+        with contextlib.suppress(Exception):
+            await pg.execute("ROLLBACK")
+    if pg.is_closed() or pg.is_in_transaction():
+        await connection.invalidate()
+
+
 class SqlOutboxStore:
     """The relay's access to one service's outbox table."""
 
@@ -129,25 +144,31 @@ class SqlOutboxStore:
             msg = "an outbox store needs sessions bound to an engine (db.engine.session_factory)"
             raise TypeError(msg)
         self._engine = bind
-        # The claim's statements, compiled once for asyncpg (numbered parameters, in order).
+        # The claim's statements, compiled once for asyncpg (numbered parameters, in order):
+        # the advisory lock and the pick in one statement; the mark, with COMMIT, a simple
+        # query of its own (``_mark_and_commit``).
         table = model.__table__  # type: ignore[attr-defined]  # SQLModel declares it at runtime
         dialect = bind.dialect
-        lock = select(func.pg_try_advisory_xact_lock(func.hashtext(model.__tablename__)))
-        pick = (
+        lock = func.pg_try_advisory_xact_lock(func.hashtext(bindparam("lock", type_=String)))
+        held = select(lock.label("ok")).subquery("held")
+        picked = (
             select(table.c.seq, *(table.c[name] for name in _ENTRY_COLUMNS))
-            .where(table.c.published_at.is_(None))
+            .where(held.c.ok, table.c.published_at.is_(None))
             .order_by(table.c.seq)
             .limit(bindparam("limit", type_=Integer))
             .with_for_update(skip_locked=True)
+            .lateral("picked")
         )
-        mark = (
-            update(table)
-            .where(table.c.seq == any_(bindparam("seqs", type_=ARRAY(Integer))))
-            .values(published_at=bindparam("at"))
-        )
-        self._lock_sql = str(lock.compile(dialect=dialect, compile_kwargs={"literal_binds": True}))
-        self._pick_sql = str(pick.compile(dialect=dialect))
-        self._mark_sql = str(mark.compile(dialect=dialect))
+        claim = select(held.c.ok.label("held"), picked).select_from(held.outerjoin(picked, true()))
+        compiled = claim.compile(dialect=dialect)
+        self._claim_sql = str(compiled)
+        self._claim_params = tuple(compiled.positiontup or ())
+        self._mark_sql = str(update(table).values(published_at=func.clock_timestamp()).compile(dialect=dialect))
+
+    def _mark_and_commit(self, seqs: Sequence[int]) -> str:
+        """The simple query that marks rows ``seqs`` published and commits: one round trip."""
+        listed = ", ".join(str(int(seq)) for seq in seqs)  # integers of ours, nothing a caller gave
+        return f"{self._mark_sql} WHERE seq IN ({listed}); COMMIT"
 
     def claim(self, limit: int) -> AbstractAsyncContextManager[Sequence[OutboxEntry] | None]:
         """Lock up to ``limit`` unpublished rows; None while another relay holds the outbox."""
@@ -157,30 +178,30 @@ class SqlOutboxStore:
 
     @asynccontextmanager
     async def _claim_postgres(self, limit: int) -> AsyncIterator[Sequence[OutboxEntry] | None]:
-        """The claim in asyncpg's own statements, in a transaction of its own.
+        """The claim in asyncpg's own statements, in a transaction of its own: three round trips.
 
-        It runs once per committed change that has events (every login): through the ORM
-        a claim costs about three times the CPU (``just bench-outbox``; docs/performance.md).
-        One relay at a time per outbox (the advisory lock): two relays taking alternate
-        batches (SKIP LOCKED) would append one aggregate's events out of order.
+        BEGIN; the advisory lock and the pick in one statement; then, once the caller has
+        published, the mark and COMMIT in one simple query (the ids are integers of ours).
+        It runs once per committed change that has events (every login): through the ORM,
+        five round trips, a claim cost about three times the CPU (``just bench-outbox``;
+        docs/performance.md). One relay at a time per outbox (the advisory lock, held to
+        the end of the transaction): two relays taking alternate batches (SKIP LOCKED)
+        would append one aggregate's events out of order.
         """
         async with self._engine.connect() as connection:
             pg = cast("asyncpg.Connection", (await connection.get_raw_connection()).driver_connection)
             try:
-                async with pg.transaction():
-                    if not await pg.fetchval(self._lock_sql):
-                        yield None
-                        return
-                    rows = await pg.fetch(self._pick_sql, limit)
-                    yield [entry_of(row) for row in rows]
-                    if rows:
-                        await pg.execute(self._mark_sql, _now(), [row["seq"] for row in rows])
+                await pg.execute("BEGIN")
+                values = {"limit": limit, "lock": self._model.__tablename__}
+                rows = await pg.fetch(self._claim_sql, *(values[name] for name in self._claim_params))
+                if not rows[0]["held"]:
+                    yield None
+                    return
+                picked = [row for row in rows if row["seq"] is not None]
+                yield [entry_of(row) for row in picked]
+                await pg.execute(self._mark_and_commit([row["seq"] for row in picked]) if picked else "COMMIT")
             finally:
-                # Past SQLAlchemy, so its pool sees neither a connection the server ended
-                # nor a transaction that could not be closed: drop such a connection. A
-                # failure of the caller's (Redis down) leaves it healthy, and pooled.
-                if pg.is_closed() or pg.is_in_transaction():
-                    await connection.invalidate()
+                await _end(connection, pg)
 
     @asynccontextmanager
     async def _claim_orm(self, limit: int) -> AsyncIterator[Sequence[OutboxEntry] | None]:

@@ -5,6 +5,7 @@ import asyncio
 import json
 import uuid
 from typing import Any
+from unittest import mock
 
 import asyncpg
 import pytest
@@ -336,5 +337,45 @@ async def test_a_relay_pass_that_failed_in_redis_keeps_its_database_connection()
                 async with store.claim(10):
                     raise ConnectionError("Redis is down")  # what the relay's XADD raises then
             assert await driver() is before
+        finally:
+            await engine.dispose()
+
+
+async def test_a_claim_on_postgresql_takes_three_round_trips_and_marks_what_it_gave() -> None:
+    """BEGIN; the lock and the pick in one statement; the mark and COMMIT in one."""
+    async with postgres_databases() as databases:
+        engine = create_engine(databases.users_url, pool_size=1)
+        sessions = session_factory(engine)
+        store = SqlOutboxStore(sessions, UsersOutbox)
+        sent: list[str] = []
+        execute, fetch = asyncpg.Connection.execute, asyncpg.Connection.fetch
+
+        async def counted_execute(connection: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+            sent.append(query)
+            return await execute(connection, query, *args, **kwargs)
+
+        async def counted_fetch(connection: asyncpg.Connection, query: str, *args: Any, **kwargs: Any) -> Any:
+            sent.append(query)
+            return await fetch(connection, query, *args, **kwargs)
+
+        try:
+            rows = [await commit_event(sessions, f"trips-{n}") for n in range(2)]
+            with (
+                mock.patch.object(asyncpg.Connection, "execute", counted_execute),
+                mock.patch.object(asyncpg.Connection, "fetch", counted_fetch),
+            ):
+                async with store.claim(10) as entries:
+                    assert entries is not None
+                    assert [entry[1]["id"] for entry in entries] == [row.id for row in rows]
+            assert len(sent) == 3
+            assert sent[0] == "BEGIN"
+            assert sent[2].endswith("; COMMIT")
+            async with sessions() as session:
+                stored = (
+                    await session.exec(select(UsersOutbox).where(col(UsersOutbox.id).in_([r.id for r in rows])))
+                ).all()
+            assert all(row.published_at is not None for row in stored)
+            async with store.claim(10) as again:
+                assert again == []  # marked: not given again
         finally:
             await engine.dispose()
