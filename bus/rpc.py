@@ -8,6 +8,7 @@ reply names that id as its ``causation_id``; a typed error reply is raised here 
 
 import asyncio
 import contextlib
+import math
 import time
 from datetime import UTC, datetime
 from functools import partial
@@ -45,8 +46,6 @@ REPLY_KEY = envelope.REPLY_KEY
 
 Reply = tuple[bytes, dict[str, Any]]
 
-SWEEP_INTERVAL = 0.01
-"""Seconds between checks of the requests' deadlines (how late a timeout may be)."""
 
 
 def _publish_problem(stream: str, error: BaseException | None, result: Any) -> BaseException | None:
@@ -99,6 +98,8 @@ class BusClient:
         self._producers: dict[str, str] = {}
         self._deadlines: dict[asyncio.Future[Reply], float] = {}
         self._sweeper: asyncio.Task[None] | None = None
+        self._next_sweep = math.inf
+        self._sooner = asyncio.Event()
 
     async def start(self) -> None:
         """Subscribe to the inbox; returns once replies can arrive."""
@@ -269,25 +270,39 @@ class BusClient:
     def _expire_at(self, future: "asyncio.Future[Reply]", timeout: float) -> None:
         """Fail ``future`` with TimeoutError once ``timeout`` seconds have passed.
 
-        One sweeper task for all requests rather than an asyncio timer each: a timer cost
-        the gateway about 20 µs of CPU per request (docs/performance.md). A request fails
-        at most ``SWEEP_INTERVAL`` seconds late.
+        One sweeper task for all requests rather than an asyncio timer each (a timer cost
+        the gateway about 20 µs of CPU per request, docs/performance.md); it sleeps until
+        the earliest deadline, and is woken only by a request due sooner than that.
         """
         loop = asyncio.get_running_loop()
-        self._deadlines[future] = loop.time() + timeout
+        deadline = loop.time() + timeout
+        self._deadlines[future] = deadline
         if self._sweeper is None or self._sweeper.done():
+            self._next_sweep = deadline
             self._sweeper = loop.create_task(self._sweep(), name=f"deadlines {self.inbox}")
+        elif deadline < self._next_sweep:
+            self._next_sweep = deadline
+            self._sooner.set()
 
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         while self._deadlines:
-            await asyncio.sleep(SWEEP_INTERVAL)
+            self._sooner.clear()
+            wait = self._next_sweep - loop.time()
+            if wait > 0:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._sooner.wait()
+                if self._sooner.is_set():
+                    continue  # a request due sooner came in: sleep until its deadline instead
             now = loop.time()
             for future, deadline in list(self._deadlines.items()):
                 if deadline <= now:
                     del self._deadlines[future]
                     if not future.done():
                         future.set_exception(TimeoutError())
+            # Those answered since are gone from the map: the next one due is among the rest.
+            self._next_sweep = min(self._deadlines.values(), default=math.inf)
 
     @staticmethod
     async def wait(future: "asyncio.Future[Reply]", result: type[ResultT], *, timeout: float, what: str) -> ResultT:

@@ -146,6 +146,29 @@ async def test_no_subscriber_is_unavailable_after_the_timeout(bus: tuple[BusClie
     assert caught.value.reply.code == ErrorCode.UNAVAILABLE
 
 
+async def test_each_request_times_out_at_its_own_deadline(bus: tuple[BusClient, None]) -> None:
+    """A short deadline behind a long one, and one behind that: each fails when due, not later."""
+    client, _ = bus
+    loop = asyncio.get_running_loop()
+
+    async def failed_after(timeout: float) -> float:
+        started = loop.time()
+        with pytest.raises(ReplyError) as caught:
+            await client.request("nobody.listens", Echo(text="x"), Echoed, timeout=timeout)
+        assert caught.value.reply.code == ErrorCode.UNAVAILABLE
+        return loop.time() - started
+
+    long = asyncio.create_task(failed_after(2.0))
+    await asyncio.sleep(0.05)
+    short = asyncio.create_task(failed_after(0.3))
+    await asyncio.sleep(0.05)
+    shorter = asyncio.create_task(failed_after(0.1))
+    took = await asyncio.gather(shorter, short, long)
+    for waited, timeout in zip(took, (0.1, 0.3, 2.0), strict=True):
+        # Never early; late by a scheduling delay at most (generous for a busy CI machine).
+        assert timeout - 0.002 <= waited < timeout + 0.25, (timeout, waited)
+
+
 async def test_an_expired_command_is_not_executed(bus: tuple[BusClient, None]) -> None:
     client, _ = bus
     text = f"late-{uuid.uuid4().hex[:6]}"
