@@ -25,6 +25,8 @@ HANDLER_COMMANDS = (
     "+hello",
     "+client|setname",
     "+client|setinfo",
+    # Acks and replies sent with the next read, without replies of their own (bus.resp.ReadConnection).
+    "+client|reply",
     # The streams: read as a consumer group, claim, acknowledge, delete secrets, dead-letter.
     "+xadd",
     "+xreadgroup",

@@ -204,10 +204,12 @@ def read_events_directly(subscriber: Any, handler: Call, middleware: type[BusMid
             if middleware.replies is None:  # not on a bus broker's connection (FastStream's test broker)
                 await message.ack()
                 return
-            # Not awaited: the ack goes out with the next read (the reader's connection is
-            # idle now), and a failure is logged when Redis answers.
-            acked = middleware.answers(channel).submit(("XACK", channel, group, entry_id))
-            acked.add_done_callback(partial(_acked, message.message_id, channel))
+            # The ack goes out with the next read, on the reader's connection (idle now),
+            # without a reply to wait for; else not awaited, and a failure logged when Redis answers.
+            xack = ("XACK", channel, group, entry_id)
+            connection = middleware.answers(channel)
+            if not (isinstance(connection, ReadConnection) and connection.send_without_replies(xack)):
+                connection.submit(xack).add_done_callback(partial(_acked, message.message_id, channel))
 
     subscriber.consume_one = consume_one
 

@@ -411,7 +411,10 @@ class BusMiddleware(BaseMiddleware):
         commands.append(("XACK", stream, getattr(msg, "group", None) or self.service, *ids))
         if self.roles is not None and stream in self.roles.secret_streams:
             commands.append(("XDEL", stream, *ids))
-        results = await self.answers(stream).execute(*commands)
+        connection = self.answers(stream)
+        if isinstance(connection, ReadConnection) and connection.send_without_replies(*commands):
+            return  # before the next read, in its write: no round trip of their own
+        results = await connection.execute(*commands)
         errors = [result for result in results if isinstance(result, Exception)]
         if errors:
             raise errors[0]

@@ -75,6 +75,8 @@ class _Protocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._watch: asyncio.TimerHandle | None = None
         self.lost = asyncio.get_running_loop().create_future()
+        self.skips_replies = False
+        """Whether Redis takes CLIENT REPLY SKIP from this connection (``ReadConnection``)."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast("asyncio.Transport", transport)  # uvloop's is no asyncio.Transport
@@ -224,6 +226,9 @@ class RespConnection:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(protocol.lost), 1)
 
+    async def _opened(self, protocol: _Protocol) -> None:
+        """What to do on a new connection before its first use (the handshake is done)."""
+
     async def _connected(self, stops: int | None = None) -> _Protocol:
         """The open connection, opened now if need be.
 
@@ -239,6 +244,11 @@ class RespConnection:
         async with self._opening:
             if self._protocol is None or self._protocol.lost.done():
                 opened = await open_protocol(self._options, self._connect_timeout, self._timeout)
+                try:
+                    await self._opened(opened)
+                except BaseException:
+                    opened.abort()
+                    raise
                 if stops != self._stops:
                     # Stopped since it was asked for (a submitted XADD that outlived its caller).
                     opened.close()
@@ -249,6 +259,9 @@ class RespConnection:
             return self._protocol
 
 
+_SKIP_REPLY = _pack(("CLIENT", "REPLY", "SKIP"))
+
+
 class ReadConnection(RespConnection):
     """The connection of one subscriber's blocking reads (``XREADGROUP ... BLOCK``).
 
@@ -257,6 +270,10 @@ class ReadConnection(RespConnection):
     it: queued in the same event-loop turn as the next read, they leave in the same write
     (one syscall, and one wake-up of Redis, instead of two). ``between_reads`` says which;
     the reader keeps it (``bus.batches.read_on``), and ``idle()`` is what senders ask.
+
+    Those acks and replies go without a reply of Redis's (``send_without_replies``): the
+    read after them, on the same connection, says the connection works, and a reply to
+    each would wake the process once more only to be dropped.
     """
 
     between_reads = False
@@ -264,6 +281,28 @@ class ReadConnection(RespConnection):
     def idle(self) -> "ReadConnection | None":
         """This connection when no read is under way on it, else None."""
         return self if self.between_reads else None
+
+    async def _opened(self, protocol: _Protocol) -> None:
+        """Ask whether Redis takes CLIENT REPLY here (an ACL may not allow it): answer it replies."""
+        [reply] = await protocol.send([_pack(("CLIENT", "REPLY", "ON"))])
+        protocol.skips_replies = reply == b"OK"
+        if not protocol.skips_replies:
+            logger.info("CLIENT REPLY is refused ({}): acks on the read connection wait for replies", reply)
+
+    def send_without_replies(self, *commands: Command) -> bool:
+        """Queue ``commands`` before the next read, each with CLIENT REPLY SKIP; False when it cannot.
+
+        It cannot while a read is under way (they would wait behind it), with the
+        connection lost, or when Redis refused CLIENT REPLY on it: send them another way then.
+        What fails in them is not heard of: an ack that did not happen leaves its entry
+        pending, and a reply that did not go out ends in its requester's timeout, as when
+        the connection is lost just after them.
+        """
+        protocol = self._protocol
+        if not self.between_reads or protocol is None or protocol.lost.done() or not protocol.skips_replies:
+            return False
+        protocol.send_unanswered(b"".join(_SKIP_REPLY + _pack(command) for command in commands))
+        return True
 
     async def stop(self) -> None:
         """Close it; nothing more goes on it until a read is answered on it again."""
