@@ -47,7 +47,6 @@ REPLY_KEY = envelope.REPLY_KEY
 Reply = tuple[bytes, dict[str, Any]]
 
 
-
 def _publish_problem(stream: str, error: BaseException | None, result: Any) -> BaseException | None:
     """What the outcome of an XADD means for its caller: None when Redis took it.
 
