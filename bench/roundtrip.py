@@ -19,7 +19,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from bench.run import PY, ROOT, cpu_seconds
+from bench.run import PY, ROOT, cpu_seconds, own_prefix
 from bus.rpc import BusClient
 from bus.settings import BusSettings
 from db.migrations import upgrade_async
@@ -56,7 +56,8 @@ async def main(args: argparse.Namespace) -> None:
     suffix = uuid.uuid4().hex[:6]
     admin_url = os.environ.get("TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
     settings = BusSettings(environment="test", prefix=f"bench-{suffix}:")
-    async with fresh_databases(admin_url, [f"busway_bench_users_{suffix}"]) as (users_url,):
+    databases = fresh_databases(admin_url, [f"busway_bench_users_{suffix}"])
+    async with databases as (users_url,), own_prefix(settings.prefix):
         await upgrade_async(USERS_MIGRATIONS, users_url)
         env = {
             **os.environ,

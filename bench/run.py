@@ -28,6 +28,8 @@ from typing import Any
 
 import httpx
 
+from bus.broker import create_redis
+from bus.settings import BusSettings
 from db.migrations import upgrade_async
 from db.provision import fresh_databases
 from handlers.auth.keys import generate_pem
@@ -301,13 +303,28 @@ class Variant:
 
 
 @asynccontextmanager
+async def own_prefix(prefix: str) -> AsyncIterator[None]:
+    """Remove every Redis key under ``prefix`` (streams, groups' failures, heartbeats) afterwards."""
+    try:
+        yield
+    finally:
+        redis = create_redis(BusSettings(environment="test", prefix=prefix))
+        try:
+            keys = [key async for key in redis.scan_iter(match=f"{prefix}*", count=1000)]
+            for start in range(0, len(keys), 500):
+                await redis.delete(*keys[start : start + 500])
+        finally:
+            await redis.aclose()
+
+
+@asynccontextmanager
 async def prepared(
     variant: str, port: int, args: argparse.Namespace, admin_url: str, logs: Path
 ) -> AsyncIterator[Variant]:
     """``variant`` on ``port``, on fresh databases of its own (dropped afterwards)."""
     suffix = uuid.uuid4().hex[:6]
     names = [f"busway_bench_users_{suffix}", f"busway_bench_auth_{suffix}"]
-    async with fresh_databases(admin_url, names) as (users_url, auth_url):
+    async with fresh_databases(admin_url, names) as (users_url, auth_url), own_prefix(f"bench-{suffix}:"):
         await upgrade_async(USERS_MIGRATIONS, users_url)
         await upgrade_async(AUTH_MIGRATIONS, auth_url)
         env = {
