@@ -3,7 +3,8 @@
 Every variant runs as real processes on loopback with PostgreSQL databases of its own
 and serves the same routes (bench/apps.py). All are up at once; for each scenario and
 concurrency each variant in turn is warmed up and loaded, with wrk (or a Python load
-generator when wrk is absent), so the runs a ratio compares are seconds apart. One table is
+generator when wrk is absent), so the runs a ratio compares are seconds apart; busway and
+direct are loaded twice, first and last, and their figures are the means. One table is
 printed; bench/results/latest.json and latest.png are written. No thresholds: the
 figures are for reading, and the ratios compare variants of the same run.
 """
@@ -380,8 +381,9 @@ async def bench(
     """Every variant up at once, then each run of each variant back to back.
 
     This VM's speed drifts within minutes (docs/performance.md): the runs a ratio compares
-    are seconds apart, not a variant's whole series apart. The variants not being loaded
-    idle meanwhile (their idle CPU is printed: a few ms per second).
+    are seconds apart, not a variant's whole series apart, and busway and direct run twice
+    per scenario, around the others (``palindrome``). The variants not being loaded idle
+    meanwhile (their idle CPU is printed: a few ms per second).
     """
     rows: list[dict[str, Any]] = []
     async with AsyncExitStack() as stack:
@@ -399,8 +401,10 @@ async def bench(
                     rows.append(await me_while_login(variant.base, name, variant.email, variant.token, args))
                 continue
             for connections in args.concurrency:
-                for variant in variants.values():
-                    rows.append(await measure(variant, scenario, connections, args))
+                runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
+                for name in palindrome(list(variants)):
+                    runs[name].append(await measure(variants[name], scenario, connections, args))
+                rows += [merged(measured) for measured in runs.values()]
         if args.soak and "busway" in variants:
             busway = variants["busway"]
             me = scenario_request("me", busway.email, busway.token)
@@ -410,6 +414,34 @@ async def bench(
             for name, variant in variants.items()
         }
     return rows, rss, idle
+
+
+def palindrome(names: list[str]) -> list[str]:
+    """The order of one scenario's runs: busway and direct first and again last, the others between.
+
+    This VM's speed drifts within minutes, and a ratio of two runs minutes apart carries
+    that drift. Run in the order direct, busway, others, busway, direct, the two runs of
+    busway and of direct are centred on the same moment (so are the others', within a
+    run's length of it): a steady drift weighs on the means of both alike.
+    """
+    ends = [name for name in ("direct", "busway") if name in names]
+    middle = [name for name in names if name not in ends]
+    return [*ends, *middle, *reversed(ends)] if len(ends) == 2 else names
+
+
+def merged(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row from a variant's runs of a scenario: the mean of each figure, the errors summed."""
+    if len(runs) == 1:
+        return runs[0]
+    first = runs[0]
+    row: dict[str, Any] = {key: first[key] for key in ("scenario", "variant", "concurrency")}
+    for key in ("rps", "p50_ms", "p99_ms"):
+        row[key] = statistics.fmean(run[key] for run in runs)
+    row["errors"] = sum(run["errors"] for run in runs)
+    for key in ("cpu_us_per_request", "loop_cpu_us_per_request"):
+        row[key] = {label: round(statistics.fmean(run[key][label] for run in runs)) for label in first[key]}
+    row["runs"] = runs
+    return row
 
 
 async def idle_cpu(running: Running, seconds: float) -> dict[str, float]:
