@@ -33,6 +33,7 @@ from faststream import ContextRepo
 from faststream.redis.message import RedisStreamMessage
 from loguru import logger
 from pydantic import BaseModel
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from bus import wire
 from bus.middleware import BusMiddleware, entry_key
@@ -127,7 +128,14 @@ def read_on(subscriber: Any, connection: ReadConnection) -> None:
         if noack:
             command.append("NOACK")
         connection.between_reads = False
-        (reply,) = await connection.execute((*command, "STREAMS", stream.name, ">"))
+        read = (*command, "STREAMS", stream.name, ">")
+        (reply,) = await connection.execute(read)
+        if connection.out_of_step(reply):
+            # Once more, on a new connection (which asks Redis about CLIENT REPLY again),
+            # rather than through FastStream's error path and its 5 s pause.
+            (reply,) = await connection.execute(read)
+            if connection.out_of_step(reply):
+                raise RedisConnectionError("the replies on a read connection are out of step")
         # Answered: nothing waits on the connection now. (A read that failed or was
         # cancelled may still be blocked in Redis: the connection stays out of use.)
         connection.between_reads = True
@@ -176,7 +184,8 @@ def read_events_directly(subscriber: Any, handler: Call, middleware: type[BusMid
 
     FastStream still reads the stream, one entry at a time and in order, and waits for
     each event before it reads the next; what is skipped is its per-message pipeline,
-    and its ack through redis-py: the ack goes on the bus's own connection (``replies``).
+    and its ack through redis-py: the ack goes on the reader's own connection, with the
+    next read (``BusMiddleware.answers``).
     Every event a service gets costs it that, even one it ignores: users read each login's
     ``UserLoggedIn`` (docs/performance.md). The outcomes are the pipeline's: a handled,
     refused or dead-lettered event is acked; a failed one stays pending for the claimer

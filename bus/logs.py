@@ -63,19 +63,20 @@ def _text_fields(record: Any) -> str:
     return _TEXT + "\n{exception}"
 
 
-def _with_log_fields(record: Any) -> None:
-    """The patcher of loguru: the fields of the enclosing ``correlated`` blocks, on this line."""
-    record["extra"].update(log_fields())
-
-
 def configure_logging(service: str, fmt: str = "text", level: str = "INFO", instance: str | None = None) -> None:
     """Make loguru the only sink for this process, tagged with ``service`` and ``instance``."""
     logger.remove()
-    extra = {"service": service, "correlation_id": "-", "fields": ""}
+    defaults: dict[str, object] = {"service": service, "correlation_id": "-", "fields": ""}
     if instance is not None:
-        extra["instance"] = instance
-    # Only lines that are written pay for the fields: a line below the level never gets here.
-    logger.configure(extra=extra, patcher=_with_log_fields)
+        defaults["instance"] = instance
+
+    def with_log_fields(record: Any) -> None:
+        # The defaults, then the fields of the enclosing ``correlated`` blocks, then what the
+        # line bound or passed itself: each wins over the one before. Only lines that are
+        # written pay for it: a line below the level never gets here.
+        record["extra"] = {**defaults, **log_fields(), **record["extra"]}
+
+    logger.configure(extra={}, patcher=with_log_fields)
     if fmt == "json":
         logger.add(_json_sink, level=level, backtrace=False, diagnose=False)
     else:

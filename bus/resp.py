@@ -129,6 +129,9 @@ class _Protocol(asyncio.Protocol):
         self._outgoing += packed
 
     def close(self) -> None:
+        # What this loop turn queued goes out first (acks and replies sent with no reply to
+        # wait for have nobody else to see them off); the transport sends it, then closes.
+        self._flush()
         if self._transport is not None:
             self._transport.close()
 
@@ -308,6 +311,26 @@ class ReadConnection(RespConnection):
         """Close it; nothing more goes on it until a read is answered on it again."""
         self.between_reads = False
         await super().stop()
+
+    def out_of_step(self, reply: Any) -> bool:
+        """Whether ``reply``, what a read got, cannot be a read's: drop the connection then.
+
+        A read answers with entries, nothing (its BLOCK ran out) or an error. Anything else
+        is the reply of an earlier command: Redis refused CLIENT REPLY after the connection
+        was opened (an ACL changed since), so the commands sent with SKIP got replies nobody
+        waits for, and every reply after them would go to the wrong caller. The connection
+        is dropped (its waiting callers fail); the next one asks again whether CLIENT REPLY
+        is allowed. The entries of the lost read stay pending, for the claimer.
+        """
+        if reply is None or isinstance(reply, list):
+            return False
+        if isinstance(reply, ResponseError) and not str(reply).startswith("NOPERM"):
+            return False  # NOGROUP and the like: the read's own error
+        logger.warning("a read got the reply of another command ({!r}): replacing its connection", reply)
+        protocol = self._protocol
+        if protocol is not None:
+            protocol.abort(RedisConnectionError("replies out of step on a read connection"))
+        return True
 
 
 async def open_protocol(

@@ -98,7 +98,7 @@ class BusClient:
         self._deadlines: dict[asyncio.Future[Reply], float] = {}
         self._sweeper: asyncio.Task[None] | None = None
         self._next_sweep = math.inf
-        self._sooner = asyncio.Event()
+        self._sooner: asyncio.Event | None = None
 
     async def start(self) -> None:
         """Subscribe to the inbox; returns once replies can arrive."""
@@ -278,21 +278,22 @@ class BusClient:
         self._deadlines[future] = deadline
         if self._sweeper is None or self._sweeper.done():
             self._next_sweep = deadline
-            self._sweeper = loop.create_task(self._sweep(), name=f"deadlines {self.inbox}")
-        elif deadline < self._next_sweep:
+            self._sooner = asyncio.Event()  # of the loop the sweeper runs on
+            self._sweeper = loop.create_task(self._sweep(self._sooner), name=f"deadlines {self.inbox}")
+        elif deadline < self._next_sweep and self._sooner is not None:
             self._next_sweep = deadline
             self._sooner.set()
 
-    async def _sweep(self) -> None:
+    async def _sweep(self, sooner: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
         while self._deadlines:
-            self._sooner.clear()
+            sooner.clear()
             wait = self._next_sweep - loop.time()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(wait):
-                        await self._sooner.wait()
-                if self._sooner.is_set():
+                        await sooner.wait()
+                if sooner.is_set():
                     continue  # a request due sooner came in: sleep until its deadline instead
             now = loop.time()
             for future, deadline in list(self._deadlines.items()):

@@ -5,7 +5,7 @@ A service declares ``class Outbox(OutboxFields, ItsBase, table=True)`` and
 that service's database and migrations.
 """
 
-import contextlib
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -118,19 +118,28 @@ def entry_of(row: Mapping[str, Any]) -> OutboxEntry:
     return row["stream"], headers, row["payload"].encode()
 
 
-async def _end(connection: AsyncConnection, pg: asyncpg.Connection) -> None:
+async def _end(connection: AsyncConnection, pg: asyncpg.Connection, *, committed: bool) -> None:
     """Leave ``pg`` out of any transaction, or drop it.
 
     Past SQLAlchemy, so its pool sees neither a connection the server ended nor a
-    transaction left open: a claim that ended early (nothing to do, the outbox held, the
-    caller's XADD failed) rolls back; a connection that cannot is invalidated. A failure
-    of the caller's (Redis down) leaves it healthy, and pooled.
+    transaction left open (its reset on return rolls back only transactions it began). A
+    claim that ended early (nothing to do, the outbox held, the caller's XADD failed)
+    rolls back, and a failure of the caller's (Redis down) leaves the connection healthy,
+    and pooled. One that cannot roll back, or whose rollback is cancelled, is dropped.
     """
-    if not pg.is_closed() and pg.is_in_transaction():
-        with contextlib.suppress(Exception):
-            await pg.execute("ROLLBACK")
-    if pg.is_closed() or pg.is_in_transaction():
-        await connection.invalidate()
+    healthy = committed
+    if not committed and not pg.is_closed():
+        try:
+            await pg.execute("ROLLBACK")  # also when BEGIN's outcome is unknown (it was cancelled)
+            healthy = True
+        except asyncio.CancelledError:
+            pg.terminate()
+            await asyncio.shield(connection.invalidate())
+            raise
+        except Exception:  # noqa: S110  # dropped just below
+            pass
+    if not healthy or pg.is_closed() or pg.is_in_transaction():
+        await asyncio.shield(connection.invalidate())
 
 
 class SqlOutboxStore:
@@ -190,6 +199,7 @@ class SqlOutboxStore:
         """
         async with self._engine.connect() as connection:
             pg = cast("asyncpg.Connection", (await connection.get_raw_connection()).driver_connection)
+            committed = False
             try:
                 await pg.execute("BEGIN")
                 values = {"limit": limit, "lock": self._model.__tablename__}
@@ -200,8 +210,9 @@ class SqlOutboxStore:
                 picked = [row for row in rows if row["seq"] is not None]
                 yield [entry_of(row) for row in picked]
                 await pg.execute(self._mark_and_commit([row["seq"] for row in picked]) if picked else "COMMIT")
+                committed = True
             finally:
-                await _end(connection, pg)
+                await _end(connection, pg, committed=committed)
 
     @asynccontextmanager
     async def _claim_orm(self, limit: int) -> AsyncIterator[Sequence[OutboxEntry] | None]:

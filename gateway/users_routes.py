@@ -57,7 +57,7 @@ def routes(gateway: Gateway) -> list[HTTPRouteHandler]:
 
     @get("/v1/users/{user_id:str}", summary="A user's public profile", **bearer)
     async def get_user(user_id: FromPath[str]) -> PublicProfile:
-        """What any signed-in user may see of another (the guard lets only them in): no email."""
+        """What any signed-in user may see of another (``bearer`` lets only them in): no email."""
         profile = await gateway.bus.request(streams.USERS_GET, GetUser(user_id=user_id), UserProfile)
         return PublicProfile(id=profile.id, display_name=profile.display_name, created_at=profile.created_at)
 

@@ -379,3 +379,31 @@ async def test_a_claim_on_postgresql_takes_three_round_trips_and_marks_what_it_g
                 assert again == []  # marked: not given again
         finally:
             await engine.dispose()
+
+
+async def test_a_claim_cancelled_while_publishing_leaves_the_outbox_free() -> None:
+    """The relay stopped mid-pass (its XADD cancelled): nothing marked, the lock let go, the connection reusable."""
+    async with postgres_databases() as databases:
+        engine = create_engine(databases.users_url, pool_size=1)  # the next claim gets the same connection
+        sessions = session_factory(engine)
+        store = SqlOutboxStore(sessions, UsersOutbox)
+        publishing = asyncio.Event()
+
+        async def pass_cancelled_in_its_xadd() -> None:
+            async with store.claim(10) as entries:
+                assert entries
+                publishing.set()
+                await asyncio.sleep(30)  # the XADD that never ends: cancelled here
+
+        try:
+            row = await commit_event(sessions, "cancelled")
+            relay = asyncio.create_task(pass_cancelled_in_its_xadd())
+            await asyncio.wait_for(publishing.wait(), 5)
+            relay.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await relay
+            async with store.claim(10) as again:
+                assert again is not None  # not "held by another relay"
+                assert [entry[1]["id"] for entry in again] == [row.id]  # and not marked published
+        finally:
+            await engine.dispose()

@@ -19,7 +19,7 @@ from redis.asyncio import Redis
 from redis.exceptions import NoPermissionError
 from sqlalchemy.engine import make_url
 
-from bus.acl import acl_file
+from bus.acl import HANDLER_COMMANDS, acl_file
 from bus.rpc import BusClient
 from bus.settings import BusSettings
 from handlers.users.main import create_app as create_users
@@ -157,6 +157,42 @@ async def test_users_and_a_gateway_work_under_their_own_redis_users(
     # The ping's reply, ready at once, goes with the next read: without replies if Redis lets it.
     [ping] = [commands_in(write) for _, write in writes if b"PUBLISH" in write and b"XREADGROUP" in write]
     assert ping == ([SKIP, b"PUBLISH", SKIP, b"XACK", b"XREADGROUP"] if skips else [b"PUBLISH", b"XACK", b"XREADGROUP"])
+
+
+async def test_a_handler_keeps_answering_when_client_reply_is_refused_after_it_connected(
+    acl_redis: RedisServer, as_user: dict[str, Redis], tmp_path: Path
+) -> None:
+    """An ACL changed under a running service: the replies on its read connections would fall out
+    of step (the skipped commands now answer). The read notices, the connection is replaced,
+    and the new one waits for replies instead. A command the dropped read had taken is not
+    lost: it is pending, and the claimer hands it out again (after 300 ms here)."""
+    url = f"redis://users:{PASSWORDS['users']}@127.0.0.1:{acl_redis.port}/0"
+    gateway_url = f"redis://gateway:{PASSWORDS['gateway']}@127.0.0.1:{acl_redis.port}/0"
+    settings = BusSettings(redis_url=url, prefix=PREFIX, polling_interval_ms=100, claim_idle_ms=300, _env_file=None)
+    async with sqlite_databases(tmp_path) as databases:
+        users = create_users(
+            UsersSettings(environment="test", database_url=databases.users_url, migrate_on_start=False, bus=settings),
+            instance="users-acl-change",
+        )
+        gateway_bus = BusSettings(redis_url=gateway_url, prefix=PREFIX, polling_interval_ms=100, _env_file=None)
+        client = BusClient(gateway_bus, "gateway-acl-change", producer="gateway")
+        with recorded_writes() as writes:
+            await users.start()
+            try:
+                await client.start()
+                assert await client.request(streams.USERS_PING, Ping(), Pong, timeout=5) == Pong(service="users")
+                rules = [command for command in HANDLER_COMMANDS if command != "+client|reply"]
+                await as_user["admin"].execute_command("ACL", "SETUSER", "users", "nocommands", *rules)  # type: ignore[no-untyped-call]
+                for _ in range(4):
+                    assert await client.request(streams.USERS_PING, Ping(), Pong, timeout=5) == Pong(service="users")
+            finally:
+                await client.stop()
+                await users.stop()
+    # The read connection was replaced, and the new one waits for replies: the last answer
+    # goes with the next read again, without CLIENT REPLY SKIP.
+    answers = [commands_in(write) for _, write in writes if b"PUBLISH" in write]
+    assert answers[0] == [SKIP, b"PUBLISH", SKIP, b"XACK", b"XREADGROUP"]
+    assert answers[-1] == [b"PUBLISH", b"XACK", b"XREADGROUP"]
 
 
 def test_the_acl_template_in_deploy_is_what_the_generator_makes() -> None:

@@ -261,3 +261,18 @@ async def test_a_stop_while_the_connection_opens_leaves_no_connection_behind(red
     finally:
         await redis.aclose()
     assert [c for c in clients if c["name"] == name] == []
+
+
+async def test_what_a_loop_turn_queued_is_written_before_the_connection_closes(redis_url: str, keys: str) -> None:
+    """A command queued without waiting for its reply, then a stop in the same turn: it still goes out."""
+    connection = RespConnection(redis_url)
+    await connection.execute(("PING",))  # open
+    sent = connection.submit(("SET", f"{keys}last", "1"))
+    await connection.stop()
+    with pytest.raises(RedisConnectionError):
+        await sent  # the reply never came: the connection closed first
+    redis = Redis.from_url(redis_url)
+    try:
+        assert await redis.get(f"{keys}last") == b"1"
+    finally:
+        await redis.aclose()

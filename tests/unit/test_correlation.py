@@ -95,14 +95,19 @@ def test_every_written_line_gets_the_fields_of_its_block() -> None:
     sink = logger.add(lambda message: records.append(message.record), level="INFO")
     try:
         logger.info("outside")
-        with correlated("corr-9", message_id="m-9"):
+        with correlated("corr-9", message_id="m-9", type="Ping"):
             logger.info("inside", outcome="ok")
+            logger.bind(type="bound").info("bound and passed", message_id="passed")
     finally:
         logger.remove(sink)
-    outside, inside = (record["extra"] for record in records)
+    outside, inside, own = (record["extra"] for record in records)
     assert outside["correlation_id"] == "-"
     assert "message_id" not in outside
     assert inside["correlation_id"] == "corr-9"
     assert inside["message_id"] == "m-9"
     assert inside["outcome"] == "ok"
     assert inside["service"] == "tests"
+    # What a line binds or passes itself wins over its block's fields, as with contextualize.
+    assert own["message_id"] == "passed"
+    assert own["type"] == "bound"
+    assert own["correlation_id"] == "corr-9"
