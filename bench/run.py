@@ -202,6 +202,34 @@ def cpu_times(running: "Running", *, main_thread: bool = False) -> dict[str, flo
     return {label: cpu_seconds(proc.pid, main_thread=main_thread) for label, proc in running.procs.items()}
 
 
+SERVICES = {"redis-server": "redis", "postgres": "postgres"}
+"""The shared servers whose CPU a run also counts, by process name."""
+
+
+def service_cpu() -> dict[str, float]:
+    """CPU time Redis and PostgreSQL (all its processes) have used so far, in seconds.
+
+    Shared by the variants, but only the one being loaded is busy: the idle ones add a
+    few ms per second (printed before the runs). A PostgreSQL backend that starts or
+    ends within a run counts only with the CPU it used while both readings saw it.
+    """
+    totals = dict.fromkeys(SERVICES.values(), 0.0)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, IndexError, ValueError):
+            head, tail = stat.read_text().rsplit(")", 1)
+            name = SERVICES.get(head.split("(", 1)[1])
+            if name is not None:
+                fields = tail.split()
+                totals[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return totals
+
+
+def machine_busy() -> float:
+    """CPU seconds the whole machine has spent not idle so far (all processes, wrk included)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # less idle and iowait
+
+
 def rss_mb(pid: int, field: str = "VmRSS") -> float:
     """A process's resident memory now (VmRSS) or at its peak (VmHWM), in MB."""
     with suppress(OSError):
@@ -353,16 +381,22 @@ async def measure(variant: Variant, scenario: str, connections: int, args: argpa
     request = scenario_request(scenario, variant.email, variant.token)
     await load(variant.base, request, connections, args.warmup)
     before, loops_before = cpu_times(running), cpu_times(running, main_thread=True)
+    services_before, busy_before = service_cpu(), machine_busy()
     with profiled(running, args.profile, f"{scenario}-c{connections}", args.duration):
         figures = await load(variant.base, request, connections, args.duration)
     served = max(1.0, figures["rps"] * args.duration)
     after, loops_after = cpu_times(running), cpu_times(running, main_thread=True)
+    services_after, busy_after = service_cpu(), machine_busy()
     cpu = {label: round((after[label] - before[label]) / served * 1e6) for label in after}
     # The event loop's share alone: without the hashing threads' CPU.
     loop_cpu = {label: round((loops_after[label] - loops_before[label]) / served * 1e6) for label in after}
+    services = {
+        label: round((services_after[label] - services_before[label]) / served * 1e6) for label in SERVICES.values()
+    }
+    machine = round((busy_after - busy_before) / served * 1e6)
     print(
         f"  {name:<19} {scenario:<9} C={connections:<3} {figures['rps']:>8.0f} req/s, "
-        f"CPU µs per request {cpu}, of it event loops {loop_cpu}",
+        f"CPU µs per request {cpu}, of it event loops {loop_cpu}, servers {services}, machine {machine}",
         flush=True,
     )
     return {
@@ -372,6 +406,8 @@ async def measure(variant: Variant, scenario: str, connections: int, args: argpa
         **figures,
         "cpu_us_per_request": cpu,
         "loop_cpu_us_per_request": loop_cpu,
+        "servers_cpu_us_per_request": services,
+        "machine_cpu_us_per_request": machine,
     }
 
 
@@ -438,8 +474,9 @@ def merged(runs: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("rps", "p50_ms", "p99_ms"):
         row[key] = statistics.fmean(run[key] for run in runs)
     row["errors"] = sum(run["errors"] for run in runs)
-    for key in ("cpu_us_per_request", "loop_cpu_us_per_request"):
+    for key in ("cpu_us_per_request", "loop_cpu_us_per_request", "servers_cpu_us_per_request"):
         row[key] = {label: round(statistics.fmean(run[key][label] for run in runs)) for label in first[key]}
+    row["machine_cpu_us_per_request"] = round(statistics.fmean(run["machine_cpu_us_per_request"] for run in runs))
     row["runs"] = runs
     return row
 
@@ -499,14 +536,15 @@ def ratio(rows: list[dict[str, Any]], scenario: str, connections: int, over: str
 def report(rows: list[dict[str, Any]], rss: dict[str, dict[str, float]], args: argparse.Namespace) -> str:
     lines = [
         f"{'scenario':<14} {'variant':<19} {'C':>3} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
-        f"{'CPU µs/req':>10}"
+        f"{'CPU µs/req':>10} {'machine':>8}"
     ]
     order = [*SCENARIOS, "soak-me"]
     for row in sorted(rows, key=lambda r: (order.index(r["scenario"]), r["concurrency"])):
         lines.append(
             f"{row['scenario']:<14} {row['variant']:<19} {row['concurrency']:>3} {row['rps']:>8.0f} "
             f"{row['p50_ms']:>8.2f} {row['p99_ms']:>8.2f} {row['errors']:>6.0f} "
-            f"{sum(row.get('cpu_us_per_request', {}).values()) or '':>10}"
+            f"{sum(row.get('cpu_us_per_request', {}).values()) or '':>10} "
+            f"{row.get('machine_cpu_us_per_request', ''):>8}"
         )
     lines.append("")
     lines.append("ratios of throughput (same run): busway/direct, busway/faststream-request")
