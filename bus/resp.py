@@ -22,7 +22,7 @@ import re
 import socket
 import ssl
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, cast
 
 import hiredis
@@ -406,8 +406,22 @@ class Script:
 
     async def __call__(self, connection: RespConnection, keys: Sequence[str], args: Sequence[str | int]) -> Any:
         """The script's result on ``connection``; an error reply raises ``ResponseError``."""
+        return await self.queued(connection, keys, args)
+
+    def queued(
+        self, connection: RespConnection, keys: Sequence[str], args: Sequence[str | int]
+    ) -> Coroutine[Any, Any, Any]:
+        """``__call__`` with its EVALSHA queued on ``connection`` now, ahead of anything queued later.
+
+        What it returns is awaited for the result, whenever (or in a task of its own).
+        """
         tail = (len(keys), *keys, *args)
-        [result] = await connection.execute(("EVALSHA", self.sha, *tail))
+        return self._result(connection, connection.submit(("EVALSHA", self.sha, *tail)), tail)
+
+    async def _result(
+        self, connection: RespConnection, sent: "asyncio.Future[list[Any]]", tail: tuple[str | int, ...]
+    ) -> Any:
+        [result] = await sent
         if isinstance(result, ResponseError) and str(result).startswith("NOSCRIPT"):
             [result] = await connection.execute(("EVAL", self.source, *tail))
         if isinstance(result, Exception):

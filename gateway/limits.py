@@ -15,7 +15,10 @@ The account key is derived from the email whether or not an account uses it, so 
 out attempt answers the same for unknown emails, and never reaches auth.
 """
 
+import asyncio
+import contextlib
 import hashlib
+from collections.abc import Awaitable
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
@@ -135,10 +138,15 @@ class Limits:
         self._hit = Script(_HIT)
         self._reserve = Script(_RESERVE)
         self._release = Script(_RELEASE)
+        self._releasing: set[asyncio.Task[None]] = set()
 
     async def _run(self, script: Script, keys: list[str], args: list[Any]) -> Any:
+        return await self._settled(script.queued(self._connection, [self._name(key) for key in keys], args))
+
+    async def _settled(self, result: Awaitable[Any]) -> Any:
+        """``result``, a script's; an unreachable Redis as 503 (a ReplyError)."""
         try:
-            return await script(self._connection, [self._name(key) for key in keys], args)
+            return await result
         except (RedisError, OSError) as exc:
             # Without the counters the limits cannot be enforced: refuse, never let through.
             logger.warning("cannot reach the rate-limit counters: {}: {}", type(exc).__name__, exc)
@@ -165,9 +173,29 @@ class Limits:
         if locked:
             raise too_many(LOCKED_OUT, locked)
 
-    async def login_succeeded(self, email: str, ip: str | None) -> None:
-        """Clear the account's failures; give back the IP's reservation."""
-        await self._run(self._release, self._login_keys(email, ip), ["1"])
+    def login_succeeded(self, email: str, ip: str | None) -> None:
+        """Clear the account's failures and give back the IP's reservation, in the background.
+
+        The login has succeeded and its tokens are minted: they go to the client at once,
+        without waiting for Redis, and whether or not it can be reached (a failure is
+        logged; the reservation then runs out with its window). The release is queued on
+        the connection at once, ahead of anything the client sends next: a following
+        attempt is counted after it. ``stop`` waits for the releases still under way.
+        """
+        keys = [self._name(key) for key in self._login_keys(email, ip)]
+        queued = self._release.queued(self._connection, keys, ["1"])
+        release = asyncio.get_running_loop().create_task(self._released(queued))
+        self._releasing.add(release)
+        release.add_done_callback(self._releasing.discard)
+
+    async def _released(self, queued: Awaitable[Any]) -> None:
+        with contextlib.suppress(ReplyError):  # logged by _settled
+            await self._settled(queued)
+
+    async def stop(self) -> None:
+        """Wait for the releases of logins that have succeeded (see ``login_succeeded``)."""
+        if self._releasing:
+            await asyncio.wait(set(self._releasing))
 
     async def login_undecided(self, email: str, ip: str | None) -> None:
         """The attempt got no verdict (auth unavailable): it was no failure."""

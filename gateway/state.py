@@ -142,6 +142,8 @@ class Gateway:
             self._keys_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._keys_task
+        if self._limits is not None:
+            await self._limits.stop()  # on the bus's connection: before it closes
         if self._bus is not None:
             await self._bus.stop()
         if self._redis is not None:

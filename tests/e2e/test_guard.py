@@ -16,6 +16,8 @@ import httpx
 import jwt
 import pytest
 
+from bus.resp import Script
+from gateway.state import gateway_of
 from handlers.auth.service import set_admin
 from tests.e2e.conftest import PASSWORD, new_email, register_and_login
 from tests.e2e.logins import log_in
@@ -86,6 +88,21 @@ async def test_a_successful_login_resets_the_account_count(guarded: System) -> N
     assert (await login(guarded, account.email, PASSWORD)).status_code == 200
 
 
+async def test_a_login_keeps_its_tokens_when_its_reservation_cannot_be_given_back(guarded: System) -> None:
+    account = await register_and_login(guarded)
+    limits = gateway_of(guarded.app.state).limits
+    limits._release = Script("return redis.error_reply('ERR the counters are gone')")
+
+    succeeded = await login(guarded, account.email, PASSWORD)
+    assert succeeded.status_code == 200, succeeded.text
+    assert jwt.decode(succeeded.json()["access_token"], options={"verify_signature": False})["sub"] == account.user_id
+    await limits.stop()  # the release has run, and failed
+    # Its reservation stays counted: two failures more make three, the limit.
+    for _ in range(2):
+        assert (await login(guarded, account.email, WRONG)).status_code == 401
+    assert_too_many(await login(guarded, account.email, PASSWORD), 900)
+
+
 async def test_an_unknown_account_is_locked_out_the_same_way(guarded: System) -> None:
     known = await register_and_login(guarded)
     unknown = new_email()
@@ -128,6 +145,9 @@ async def test_register_is_rate_limited_per_client_ip(redis_url: str, databases:
         assert (await register("203.0.113.50")).status_code == 201
         assert (await register("203.0.113.50")).status_code == 201
         assert_too_many(await register("203.0.113.50"), 60)
+        # Counted before the body is read: over the limit, a bad body is still a 429.
+        bad = await system.http.post("/v1/auth/register", content=b"{", headers=from_ip("203.0.113.50"))
+        assert_too_many(bad, 60)
         assert (await register("203.0.113.51")).status_code == 201
 
 
