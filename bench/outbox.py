@@ -15,11 +15,11 @@ import time
 import uuid
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 from typing import Any
 
 import uvloop
 
+from bench.run import service_cpu
 from db.engine import create_engine, session_factory
 from db.migrations import upgrade_async
 from db.outbox import SqlOutboxStore, add_event
@@ -41,7 +41,7 @@ async def rounds(store: SqlOutboxStore, commit: Callable[[], Any], passes: int) 
         figures = []
         for name, claim in claims.items():
             cpu = 0.0
-            server_started = postgres_cpu()
+            server_started = service_cpu()["postgres"]
             for _ in range(passes):
                 await commit()
                 started = time.process_time()
@@ -50,23 +50,9 @@ async def rounds(store: SqlOutboxStore, commit: Callable[[], Any], passes: int) 
                         raise SystemExit(f"bench: the {name} claim found {entries!r}, not the one event")
                 cpu += time.process_time() - started
             # PostgreSQL's share over the whole series: the commit's part is the same for both paths.
-            server = (postgres_cpu() - server_started) / passes * 1e6
+            server = (service_cpu()["postgres"] - server_started) / passes * 1e6
             figures.append(f"{name} {cpu / passes * 1e6:5.0f} µs (PostgreSQL, commit and claim: {server:4.0f} µs)")
         print(f"round {round_number}: CPU per claim: " + ", ".join(figures), flush=True)
-
-
-def postgres_cpu() -> float:
-    """CPU seconds of every PostgreSQL process on this machine so far (0 when it runs elsewhere)."""
-    total = 0.0
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            raw = stat.read_text()
-        except OSError:
-            continue
-        if raw[raw.index("(") + 1 :].startswith("postgres"):
-            fields = raw.rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
 
 
 async def main(args: argparse.Namespace) -> None:

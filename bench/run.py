@@ -188,12 +188,17 @@ async def load(base: str, request: Request, connections: int, seconds: float) ->
     return await run_python(base, request, connections, seconds)
 
 
+def _cpu_in(stat: str) -> float:
+    """The CPU seconds (user and system) a ``/proc/<pid>/stat`` text says its process used."""
+    fields = stat.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(pid: int, *, main_thread: bool = False) -> float:
     """CPU time a process (or its main thread: the event loop) has used so far, in seconds."""
     path = f"/proc/{pid}/task/{pid}/stat" if main_thread else f"/proc/{pid}/stat"
     with suppress(OSError):
-        fields = Path(path).read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return _cpu_in(Path(path).read_text())
     return float("nan")
 
 
@@ -216,11 +221,10 @@ def service_cpu() -> dict[str, float]:
     totals = dict.fromkeys(SERVICES.values(), 0.0)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with suppress(OSError, IndexError, ValueError):
-            head, tail = stat.read_text().rsplit(")", 1)
-            name = SERVICES.get(head.split("(", 1)[1])
+            text = stat.read_text()
+            name = SERVICES.get(text.split("(", 1)[1].rsplit(")", 1)[0])
             if name is not None:
-                fields = tail.split()
-                totals[name] += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+                totals[name] += _cpu_in(text)
     return totals
 
 
