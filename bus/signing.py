@@ -88,6 +88,11 @@ def canonical(headers: Mapping[str, Any], payload: bytes) -> bytes:
     return b"".join((_DOMAIN, _encode(values), b"\n", payload))
 
 
+def _keyed(raw: bytes) -> "hmac.HMAC":
+    """An HMAC-SHA256 keyed with ``raw``, to copy for each message (``_digest``)."""
+    return hmac.new(raw, digestmod=hashlib.sha256)
+
+
 def _digest(keyed: "hmac.HMAC", headers: Mapping[str, Any], payload: bytes) -> str:
     """The hex HMAC of a message from ``keyed``, an HMAC already keyed and never updated.
 
@@ -107,7 +112,7 @@ class Signer:
     def __init__(self, service: str, key: str | bytes) -> None:
         self.service = service
         raw = key.encode() if isinstance(key, str) else key
-        self._keyed = hmac.new(raw, digestmod=hashlib.sha256)
+        self._keyed = _keyed(raw)
         self.key_id = key_id(raw)
 
     def sign(self, headers: Mapping[str, Any], payload: bytes) -> str:
@@ -130,7 +135,7 @@ class Verifier:
         for service, keys in trusted.items():
             for key in keys:
                 raw = key.encode()
-                self._keys.setdefault(service, {})[key_id(raw)] = hmac.new(raw, digestmod=hashlib.sha256)
+                self._keys.setdefault(service, {})[key_id(raw)] = _keyed(raw)
         self._development = development
 
     def _key(self, producer: str, kid: str) -> "hmac.HMAC | None":
@@ -138,7 +143,7 @@ class Verifier:
         keys = self._keys.get(producer)
         if keys is None and self._development:
             raw = development_key(producer).encode()
-            keys = self._keys[producer] = {key_id(raw): hmac.new(raw, digestmod=hashlib.sha256)}
+            keys = self._keys[producer] = {key_id(raw): _keyed(raw)}
         return keys.get(kid) if keys else None
 
     def verify(self, headers: Mapping[str, Any], payload: bytes) -> str | None:
