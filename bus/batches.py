@@ -25,7 +25,7 @@ A handler takes the command (a pydantic model) and, optionally, the message
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from functools import partial
 from typing import Any, get_type_hints
 
@@ -179,15 +179,26 @@ def read_directly(subscriber: Any, start: Batch) -> None:
     subscriber.consume_one = consume_one
 
 
-def read_events_directly(subscriber: Any, handler: Call, middleware: type[BusMiddleware], context: ContextRepo) -> None:
+def read_events_directly(
+    subscriber: Any,
+    handler: Call,
+    middleware: type[BusMiddleware],
+    context: ContextRepo,
+    *,
+    takes: Collection[str] | None = None,
+) -> None:
     """Run each event FastStream's ``subscriber`` reads through the bus middleware and ``handler``.
 
     FastStream still reads the stream, one entry at a time and in order, and waits for
     each event before it reads the next; what is skipped is its per-message pipeline,
     and its ack through redis-py: the ack goes on the reader's own connection, with the
     next read (``BusMiddleware.answers``).
-    Every event a service gets costs it that, even one it ignores: users read each login's
-    ``UserLoggedIn`` (docs/performance.md). The outcomes are the pipeline's: a handled,
+    ``takes``: the event types ``handler`` handles (a live collection: checked per entry).
+    An entry of another type is acked as it is read, with its envelope's ``type`` the only
+    field decoded: no signature check, no middleware, no handler. users reads every login's
+    ``UserLoggedIn`` on events.auth and handles none of them; each cost it about twice the
+    CPU through the middleware (docs/performance.md). An entry whose type cannot be read
+    takes the whole path, and is refused or dead-lettered there. The outcomes are the pipeline's: a handled,
     refused or dead-lettered event is acked; a failed one stays pending for the claimer
     (the middleware has recorded why); a claimed one still handled here is left alone.
     FastStream's graceful stop still waits for the event being handled (its subscriber
@@ -195,10 +206,26 @@ def read_events_directly(subscriber: Any, handler: Call, middleware: type[BusMid
     """
     group = subscriber.stream_sub.group
 
+    def ack(channel: str, entry_id: bytes, message_id: str | None) -> None:
+        # The ack goes out with the next read, on the reader's connection (idle now),
+        # without a reply to wait for; else not awaited, and a failure logged when Redis answers.
+        xack = ("XACK", channel, group, entry_id)
+        connection = middleware.answers(channel)
+        if not (isinstance(connection, ReadConnection) and connection.send_without_replies(xack)):
+            connection.submit(xack).add_done_callback(partial(_acked, message_id or entry_id.decode(), channel))
+
     async def consume_one(raw: Any) -> None:
         if not subscriber.running:
             return
         channel, entry_id = raw["channel"], raw["message_ids"][0]
+        if takes is not None and middleware.replies is not None:
+            kind = wire.type_of(raw["data"].get(_DATA_KEY, b""))
+            if kind is not None and kind not in takes:
+                logger.debug("skipped {} {} of {}: no handler for the type", kind, entry_id.decode(), channel)
+                if middleware.metrics is not None:
+                    middleware.metrics.skipped(channel)
+                ack(channel, entry_id, None)
+                return
         message = _message(channel, entry_id, raw["data"], subscriber._client, group)
         with subscriber.lock:
             try:
@@ -213,12 +240,7 @@ def read_events_directly(subscriber: Any, handler: Call, middleware: type[BusMid
             if middleware.replies is None:  # not on a bus broker's connection (FastStream's test broker)
                 await message.ack()
                 return
-            # The ack goes out with the next read, on the reader's connection (idle now),
-            # without a reply to wait for; else not awaited, and a failure logged when Redis answers.
-            xack = ("XACK", channel, group, entry_id)
-            connection = middleware.answers(channel)
-            if not (isinstance(connection, ReadConnection) and connection.send_without_replies(xack)):
-                connection.submit(xack).add_done_callback(partial(_acked, message.message_id, channel))
+            ack(channel, entry_id, message.message_id)
 
     subscriber.consume_one = consume_one
 

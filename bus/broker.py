@@ -7,13 +7,14 @@ import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Annotated, Any, Self, TypeVar, get_type_hints
+from typing import Annotated, Any, Self, TypeVar, cast, get_type_hints
 
 from faststream import AckPolicy
 from faststream._internal.context import Context  # the class behind faststream.Context()
 from faststream.message import StreamMessage
 from faststream.redis import RedisBroker, StreamSub
 from faststream.redis.message import RedisBatchStreamMessage, RedisStreamMessage
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
@@ -194,6 +195,15 @@ def create_redis(settings: BusSettings, *, blocking: bool = False) -> "Redis":
 Handler = TypeVar("Handler", bound=Callable[..., Awaitable[Any]])
 
 
+def _type_names(types: Collection[type[BaseModel]] | Collection[str] | None) -> Collection[str] | None:
+    """The names of ``types``; a collection of names as it is (it may be a live one)."""
+    if types is None:
+        return None
+    if all(isinstance(kind, str) for kind in types):
+        return cast("Collection[str]", types)
+    return frozenset(kind if isinstance(kind, str) else kind.__name__ for kind in types)
+
+
 def _takes_the_message_alone(handler: Callable[..., Any]) -> bool:
     """Whether ``handler`` is ``async def handler(message: BusMessage)``: callable without FastStream."""
     parameters = list(inspect.signature(handler).parameters.values())
@@ -262,13 +272,21 @@ class Consumer:
         return register
 
     def events(
-        self, broker: RedisBroker, base: str, *, allow: Collection[str] | None = None
+        self,
+        broker: RedisBroker,
+        base: str,
+        *,
+        allow: Collection[str] | None = None,
+        types: Collection[type[BaseModel]] | Collection[str] | None = None,
     ) -> Callable[[Handler], Handler]:
         """Subscribe an event handler to ``base``: one at a time, in stream order, acked on success.
 
         ``allow``: the services whose events are handled; default the producer the stream is
         named after (``events.auth``: auth). An event not signed by one of them is logged
-        and acked unhandled. A failed event stays pending; the claimer hands it to the
+        and acked unhandled. ``types``: the event types (classes, or their names) the handler
+        handles, when not all: one of another type is acked as it is read, unread beyond
+        its type and never handed to the handler (``bus.batches.read_events_directly``;
+        a collection of names is read live, so it may grow). A failed event stays pending; the claimer hands it to the
         handler again after ``BUS_CLAIM_IDLE_MS``, until ``BUS_MAX_DELIVERIES`` sends it to
         ``dlq.<stream>``.
 
@@ -285,6 +303,8 @@ class Consumer:
             self.allowed[stream.name] = producers
             streams.append(stream)
 
+        takes = _type_names(types)
+
         def register(handler: Handler) -> Handler:
             direct = _takes_the_message_alone(handler)
             for stream in streams:
@@ -293,7 +313,9 @@ class Consumer:
                 if isinstance(broker, BuswayBroker):  # not FastStream's own (its test broker, say)
                     read_on(subscriber, broker.reader(stream.name))
                     if direct:
-                        read_events_directly(subscriber, handler, broker.batches.middleware, broker.context)
+                        read_events_directly(
+                            subscriber, handler, broker.batches.middleware, broker.context, takes=takes
+                        )
                 broker.subscriber(stream=self.claimer(stream), no_reply=True, parser=_mark_claimed)(handler)
             return handler
 

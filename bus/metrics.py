@@ -63,7 +63,8 @@ class HandlerMetrics:
         self.messages = Counter(
             "busway_messages",
             "Messages handled, by outcome: ok; a typed error code (not_found, ...); invalid; expired (its "
-            "deadline had passed); dead-lettered; error (the handler raised: an event stays pending for a retry).",
+            "deadline had passed); dead-lettered; error (the handler raised: an event stays pending for a retry); "
+            "skipped (an event of a type the subscriber does not handle, acked unread).",
             ["stream", "outcome"],
             registry=r,
         )
@@ -115,6 +116,10 @@ class HandlerMetrics:
         children[0].observe(seconds)
         if redelivered:
             children[1].inc()
+
+    def skipped(self, stream: str) -> None:
+        """Count one event acked unread: its type is not one the subscriber handles."""
+        self.messages.labels(self.label(stream), "skipped").inc()
 
     async def sample(
         self, redis: Redis, source: StreamGroups, backlog: Callable[[], Awaitable[int]] | None = None

@@ -128,6 +128,8 @@ class Subscriber:
         self.streams: tuple[str, ...] = streams
         self.inbox = inbox
         self._handlers: dict[type[Event], EventHandler[Any]] = {}
+        self._names: set[str] = set()
+        """The names of the types with a handler: events of others are acked unread (``attach``)."""
 
     @overload
     def on(self, event_type: type[E], /) -> Callable[[EventHandler[E]], EventHandler[E]]: ...
@@ -159,6 +161,7 @@ class Subscriber:
                     msg = f"{event_type.__name__} already has a handler"
                     raise ValueError(msg)
                 self._handlers[event_type] = handler
+                self._names.add(event_type.__name__)
             return handler
 
         return register
@@ -167,6 +170,7 @@ class Subscriber:
         """The same handlers, each run through ``inbox``."""
         copy = Subscriber(*self.streams, inbox=inbox)
         copy._handlers = dict(self._handlers)
+        copy._names = set(self._names)
         return copy
 
     @property
@@ -199,14 +203,19 @@ class Subscriber:
         return await self.dispatch(event, EventContext.of(message, prefix))
 
     def attach(self, broker: RedisBroker, consumer: Consumer) -> None:
-        """Subscribe to the streams as ``consumer``'s group (with its claimer and dead letters)."""
+        """Subscribe to the streams as ``consumer``'s group (with its claimer and dead letters).
+
+        An event of a type without a handler here is acked as it is read, unverified and
+        undecoded beyond its type (``Consumer.events``' ``types``): a subscriber of a few
+        types pays little for the rest of the stream.
+        """
         prefix = consumer.settings.prefix
         for stream in self.streams:
 
             async def handle(message: BusMessage) -> None:
                 await self.handle(message, prefix)
 
-            consumer.events(broker, stream)(handle)
+            consumer.events(broker, stream, types=self._names)(handle)
 
     def runtime(
         self,

@@ -43,8 +43,13 @@ class _Wire(msgspec.Struct, omit_defaults=True):
     payload: msgspec.Raw = msgspec.Raw(b"null")
 
 
+class _Type(msgspec.Struct):
+    type: str | None = None
+
+
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(_Wire)
+_type_decoder = msgspec.json.Decoder(_Type)
 
 
 def encode(
@@ -113,6 +118,14 @@ def decode(data: bytes) -> tuple[bytes, dict[str, Any]]:
     except (msgspec.DecodeError, ValueError):
         return data, {}
     return payload, headers
+
+
+def type_of(data: bytes) -> str | None:
+    """The ``type`` of one message, the rest of it unread; None if it has none or is no busway message."""
+    try:
+        return _type_decoder.decode(data).type
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return None
 
 
 class JsonEnvelopeFormat(MessageFormat):

@@ -28,7 +28,9 @@ def register_subscribers(broker: BuswayBroker, consumer: Consumer, service: User
     async def list_users(cmd: ListUsers) -> UserPage:
         return await service.list(cmd)
 
-    @consumer.events(broker, streams.EVENTS_AUTH, allow={"auth"})
+    # Of auth's events, users takes its two saga steps: the rest (every login's
+    # UserLoggedIn among them) is acked unread.
+    @consumer.events(broker, streams.EVENTS_AUTH, allow={"auth"}, types=(RegistrationStarted, AccountDeletionStarted))
     async def on_auth_event(message: BusMessage) -> None:
         match decode_event(message.body, message.headers):
             case RegistrationStarted() as event:
