@@ -3,7 +3,8 @@
 A service writes each event to its outbox table in the same transaction as the change
 (see db.outbox). The relay reads unpublished rows in order, appends them to their
 streams in one pipeline, and marks them published. A crash between the two publishes
-a row again on restart: delivery is at-least-once, and consumers keep an inbox.
+a row again on restart (so does a mark lost in a PostgreSQL crash: db.outbox commits it
+without waiting for the disk): delivery is at-least-once, and consumers keep an inbox.
 """
 
 import asyncio

@@ -175,9 +175,16 @@ class SqlOutboxStore:
         self._mark_sql = str(update(table).values(published_at=func.clock_timestamp()).compile(dialect=dialect))
 
     def _mark_and_commit(self, seqs: Sequence[int]) -> str:
-        """The simple query that marks rows ``seqs`` published and commits: one round trip."""
+        """The simple query that marks rows ``seqs`` published and commits: one round trip.
+
+        The commit does not wait for its WAL to reach the disk (``synchronous_commit`` off
+        for this transaction alone): a mark lost in a PostgreSQL crash only publishes its
+        events again, which delivery at least once allows and consumers' inboxes absorb.
+        PostgreSQL spent 50–100 µs less CPU per claim, and a commit-and-claim pass took
+        0.1–0.25 ms less (docs/performance.md).
+        """
         listed = ", ".join(str(int(seq)) for seq in seqs)  # integers of ours, nothing a caller gave
-        return f"{self._mark_sql} WHERE seq IN ({listed}); COMMIT"
+        return f"SET LOCAL synchronous_commit TO OFF; {self._mark_sql} WHERE seq IN ({listed}); COMMIT"
 
     def claim(self, limit: int) -> AbstractAsyncContextManager[Sequence[OutboxEntry] | None]:
         """Lock up to ``limit`` unpublished rows; None while another relay holds the outbox."""
