@@ -68,9 +68,11 @@ async def main(args: argparse.Namespace) -> None:
             async with sessions() as session, session.begin():
                 add_event(session, Outbox, "events.users", event, trace=trace, producer="users")
 
+        store = SqlOutboxStore(sessions, Outbox)
         try:
-            await rounds(SqlOutboxStore(sessions, Outbox), commit, args.passes)
+            await rounds(store, commit, args.passes)
         finally:
+            await store.close()
             await engine.dispose()
 
 

@@ -38,6 +38,10 @@ class OutboxStore(Protocol):
         """
         ...
 
+    async def close(self) -> None:
+        """Let go of what the claims hold open (a connection); a later claim opens it again."""
+        ...
+
 
 class OutboxRelay:
     """Publishes one store's outbox: at once when woken, and on an interval as a safety net."""
@@ -85,7 +89,10 @@ class OutboxRelay:
             with contextlib.suppress(Exception):
                 await self.drain()
         finally:
-            await self._redis.stop()
+            try:
+                await self._redis.stop()
+            finally:
+                await self._store.close()
 
     async def drain(self) -> int:
         """Publish every committed entry now; how many were published."""

@@ -10,11 +10,11 @@ import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 from sqlalchemy import Index, Integer, String, bindparam, true, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import declared_attr
 from sqlmodel import Field, SQLModel, col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -118,14 +118,17 @@ def entry_of(row: Mapping[str, Any]) -> OutboxEntry:
     return row["stream"], headers, row["payload"].encode()
 
 
-async def _end(connection: AsyncConnection, pg: asyncpg.Connection, *, committed: bool) -> None:
-    """Leave ``pg`` out of any transaction, or drop it.
+_DBAPI_ONLY = ("prepared_statement_cache_size", "prepared_statement_name_func", "async_creator_fn")
+"""Options SQLAlchemy's asyncpg dialect takes for itself, not asyncpg.connect's."""
 
-    Past SQLAlchemy, so its pool sees neither a connection the server ended nor a
-    transaction left open (its reset on return rolls back only transactions it began). A
-    claim that ended early (nothing to do, the outbox held, the caller's XADD failed)
-    rolls back, and a failure of the caller's (Redis down) leaves the connection healthy,
-    and pooled. One that cannot roll back, or whose rollback is cancelled, is dropped.
+
+async def _end(pg: asyncpg.Connection, *, committed: bool) -> bool:
+    """Leave ``pg`` out of any transaction; whether it can be used again (else it is dropped).
+
+    A claim that ended early (nothing to do, the outbox held, the caller's XADD failed)
+    rolls back, and a failure of the caller's (Redis down) leaves the connection healthy.
+    One that cannot roll back, or whose rollback is cancelled, is terminated: the server
+    then lets go of its transaction and its lock.
     """
     healthy = committed
     if not committed and not pg.is_closed():
@@ -134,12 +137,13 @@ async def _end(connection: AsyncConnection, pg: asyncpg.Connection, *, committed
             healthy = True
         except asyncio.CancelledError:
             pg.terminate()
-            await asyncio.shield(connection.invalidate())
             raise
         except Exception:  # noqa: S110  # dropped just below
             pass
     if not healthy or pg.is_closed() or pg.is_in_transaction():
-        await asyncio.shield(connection.invalidate())
+        pg.terminate()
+        return False
+    return True
 
 
 class SqlOutboxStore:
@@ -173,6 +177,9 @@ class SqlOutboxStore:
         self._claim_sql = str(compiled)
         self._claim_params = tuple(compiled.positiontup or ())
         self._mark_sql = str(update(table).values(published_at=func.clock_timestamp()).compile(dialect=dialect))
+        self._pg: asyncpg.Connection | None = None
+        """The relay's own connection (PostgreSQL): opened at the first claim, closed by ``close``."""
+        self._claiming = False
 
     def _mark_and_commit(self, seqs: Sequence[int]) -> str:
         """The simple query that marks rows ``seqs`` published and commits: one round trip.
@@ -204,8 +211,12 @@ class SqlOutboxStore:
         the end of the transaction): two relays taking alternate batches (SKIP LOCKED)
         would append one aggregate's events out of order.
         """
-        async with self._engine.connect() as connection:
-            pg = cast("asyncpg.Connection", (await connection.get_raw_connection()).driver_connection)
+        if self._claiming:  # this process's relay is mid-claim on the one connection: held
+            yield None
+            return
+        self._claiming = True
+        try:
+            pg = await self._connection()
             committed = False
             try:
                 await pg.execute("BEGIN")
@@ -219,7 +230,35 @@ class SqlOutboxStore:
                 await pg.execute(self._mark_and_commit([row["seq"] for row in picked]) if picked else "COMMIT")
                 committed = True
             finally:
-                await _end(connection, pg, committed=committed)
+                if not await _end(pg, committed=committed):
+                    self._pg = None
+        finally:
+            self._claiming = False
+
+    async def _connection(self) -> asyncpg.Connection:
+        """The relay's own connection, opened (again) if need be.
+
+        Past SQLAlchemy's pool: a checkout and its return cost about as much as the claim's
+        BEGIN (py-spy, ``just bench-outbox``), once per login. One connection per process,
+        outside ``*_DATABASE_POOL_SIZE``; its transaction is the claim's, so a pooler in
+        transaction mode in front of PostgreSQL does no harm.
+        """
+        pg = self._pg
+        if pg is None or pg.is_closed():
+            args, options = self._engine.dialect.create_connect_args(self._engine.url)
+            for name in _DBAPI_ONLY:
+                options.pop(name, None)
+            pg = self._pg = await asyncpg.connect(*args, **options)
+        return pg
+
+    async def close(self) -> None:
+        """Close the relay's own connection (a later claim opens another)."""
+        pg, self._pg = self._pg, None
+        if pg is not None and not pg.is_closed():
+            try:
+                await asyncio.wait_for(pg.close(), 5)
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                pg.terminate()
 
     @asynccontextmanager
     async def _claim_orm(self, limit: int) -> AsyncIterator[Sequence[OutboxEntry] | None]:

@@ -2,6 +2,7 @@
 handled once however often delivered, and not lost while a consumer is down."""
 
 import asyncio
+import contextlib
 import json
 import uuid
 from typing import Any
@@ -289,15 +290,16 @@ async def test_a_relay_that_found_the_outbox_held_publishes_once_it_is_free(redi
 
 
 async def test_a_relay_whose_database_connection_was_cut_publishes_on_a_new_one() -> None:
-    """The relay talks to asyncpg directly on PostgreSQL, past SQLAlchemy's pool: a connection
-    the server ended (a restart, a failover) is dropped, not handed to the next claim."""
+    """The relay talks to asyncpg directly on PostgreSQL, on a connection of its own: one
+    the server ended (a restart, a failover) is dropped, and the next claim opens another."""
     async with postgres_databases() as databases:
-        engine = create_engine(databases.users_url, pool_size=1)  # one connection: the next claim gets the same
+        engine = create_engine(databases.users_url, pool_size=1)
         sessions = session_factory(engine)
         store = SqlOutboxStore(sessions, UsersOutbox)
         try:
             async with store.claim(10) as entries:
                 assert entries == []
+            cut = store._pg
             admin = create_engine(POSTGRES_URL)
             try:
                 async with admin.connect() as connection:
@@ -308,16 +310,22 @@ async def test_a_relay_whose_database_connection_was_cut_publishes_on_a_new_one(
                     assert ended.scalars().all() == [True]
             finally:
                 await admin.dispose()
-            # The first use finds the connection gone (how asyncpg says so depends on when
-            # it hears of the termination: a closed connection, or a failed BEGIN).
-            with pytest.raises((OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError)):
+            # If asyncpg has not heard of the termination yet, the first use fails (BEGIN on
+            # a dead socket) and drops the connection; if it has, the claim opens a new one.
+            with contextlib.suppress(
+                OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError
+            ):
                 async with store.claim(10):
                     pass
             row = await commit_event(sessions, "cut")
             async with store.claim(10) as entries:
                 assert entries is not None
                 assert [entry[1]["id"] for entry in entries] == [row.id]
+            assert cut is not None
+            assert cut.is_closed()
+            assert store._pg is not cut  # published on a new connection
         finally:
+            await store.close()
             await engine.dispose()
 
 
@@ -326,18 +334,48 @@ async def test_a_relay_pass_that_failed_in_redis_keeps_its_database_connection()
     async with postgres_databases() as databases:
         engine = create_engine(databases.users_url, pool_size=1)
         store = SqlOutboxStore(session_factory(engine), UsersOutbox)
-
-        async def driver() -> object:
-            async with engine.connect() as connection:
-                return (await connection.get_raw_connection()).driver_connection
-
         try:
-            before = await driver()
+            async with store.claim(10) as entries:
+                assert entries == []
+            before = store._pg
+            assert before is not None
             with pytest.raises(ConnectionError):
                 async with store.claim(10):
                     raise ConnectionError("Redis is down")  # what the relay's XADD raises then
-            assert await driver() is before
+            assert store._pg is before
+            assert before is not None
+            assert not before.is_closed()
+            assert not before.is_in_transaction()  # rolled back: the lock let go
         finally:
+            await store.close()
+            await engine.dispose()
+
+
+async def test_the_relay_claims_on_a_connection_of_its_own_and_closes_it() -> None:
+    """Past SQLAlchemy's pool (a checkout per claim cost as much as BEGIN): the pool stays
+    whole for the service's requests, and ``close`` (the relay's stop) ends the connection."""
+    async with postgres_databases() as databases:
+        engine = create_engine(databases.users_url, pool_size=1)
+        sessions = session_factory(engine)
+        store = SqlOutboxStore(sessions, UsersOutbox)
+        try:
+            row = await commit_event(sessions, "own")
+            async with store.claim(10) as entries, engine.connect() as pooled:
+                # The pool's only connection is free while a claim is under way.
+                assert (await pooled.execute(text("SELECT 1"))).scalar() == 1
+                assert entries is not None
+                assert [entry[1]["id"] for entry in entries] == [row.id]
+                # A second claim in this process while the first holds the outbox: held.
+                async with store.claim(10) as second:
+                    assert second is None
+            own = store._pg
+            assert own is not None
+            await store.close()
+            assert own.is_closed()
+            async with store.claim(10) as again:  # opened again
+                assert again == []
+        finally:
+            await store.close()
             await engine.dispose()
 
 
@@ -380,6 +418,7 @@ async def test_a_claim_on_postgresql_takes_three_round_trips_and_marks_what_it_g
             async with store.claim(10) as again:
                 assert again == []  # marked: not given again
         finally:
+            await store.close()
             await engine.dispose()
 
 
@@ -408,4 +447,5 @@ async def test_a_claim_cancelled_while_publishing_leaves_the_outbox_free() -> No
                 assert again is not None  # not "held by another relay"
                 assert [entry[1]["id"] for entry in again] == [row.id]  # and not marked published
         finally:
+            await store.close()
             await engine.dispose()
