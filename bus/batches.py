@@ -198,9 +198,10 @@ def read_events_directly(
     field decoded: no signature check, no middleware, no handler. users reads every login's
     ``UserLoggedIn`` on events.auth and handles none of them; each cost it about twice the
     CPU through the middleware (docs/performance.md). An entry whose type cannot be read
-    takes the whole path, and is refused or dead-lettered there. The outcomes are the pipeline's: a handled,
-    refused or dead-lettered event is acked; a failed one stays pending for the claimer
-    (the middleware has recorded why); a claimed one still handled here is left alone.
+    takes the whole path, and is refused or dead-lettered there.
+    The outcomes are the pipeline's: a handled, refused or dead-lettered event is acked; a
+    failed one stays pending for the claimer (the middleware has recorded why); a claimed
+    one still handled here is left alone.
     FastStream's graceful stop still waits for the event being handled (its subscriber
     lock). The claimers keep FastStream's pipeline: they run rarely.
     """

@@ -286,9 +286,9 @@ class Consumer:
         and acked unhandled. ``types``: the event types (classes, or their names) the handler
         handles, when not all: one of another type is acked as it is read, unread beyond
         its type and never handed to the handler (``bus.batches.read_events_directly``;
-        a collection of names is read live, so it may grow). A failed event stays pending; the claimer hands it to the
-        handler again after ``BUS_CLAIM_IDLE_MS``, until ``BUS_MAX_DELIVERIES`` sends it to
-        ``dlq.<stream>``.
+        a collection of names is read live, so it may grow).
+        A failed event stays pending; the claimer hands it to the handler again after
+        ``BUS_CLAIM_IDLE_MS``, until ``BUS_MAX_DELIVERIES`` sends it to ``dlq.<stream>``.
 
         The handler also reads ``replay.<group>.<base>``, with the same guarantees: what
         ``busway replay --to-group`` puts there reaches this group and no other.

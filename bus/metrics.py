@@ -100,8 +100,8 @@ class HandlerMetrics:
         """A stream's label: its name without the deployment's prefix."""
         return stream.removeprefix(self._prefix)
 
-    def handled(self, stream: str, outcome: str, seconds: float, *, redelivered: bool) -> None:
-        """Count one handled message (called by the bus middleware for every message)."""
+    def _count(self, stream: str, outcome: str) -> None:
+        """One more ``busway_messages_total`` of ``stream`` with ``outcome``."""
         outcomes = self._handled.get(stream)
         if outcomes is None:
             outcomes = self._handled[stream] = {}
@@ -109,6 +109,10 @@ class HandlerMetrics:
         if counter is None:
             counter = outcomes[outcome] = self.messages.labels(self.label(stream), outcome)
         counter.inc()
+
+    def handled(self, stream: str, outcome: str, seconds: float, *, redelivered: bool) -> None:
+        """Count one handled message (called by the bus middleware for every message)."""
+        self._count(stream, outcome)
         children = self._per_stream.get(stream)
         if children is None:
             name = self.label(stream)
@@ -119,7 +123,7 @@ class HandlerMetrics:
 
     def skipped(self, stream: str) -> None:
         """Count one event acked unread: its type is not one the subscriber handles."""
-        self.messages.labels(self.label(stream), "skipped").inc()
+        self._count(stream, "skipped")
 
     async def sample(
         self, redis: Redis, source: StreamGroups, backlog: Callable[[], Awaitable[int]] | None = None
