@@ -33,7 +33,13 @@ class BusSettings(BaseSettings):
     )
     request_timeout: float = Field(default=5.0, gt=0, le=300, description="Seconds a requester waits for a reply.")
     max_records: int = Field(default=32, ge=1, le=1000, description="Entries fetched by one XREADGROUP.")
-    polling_interval_ms: int = Field(default=1000, ge=10, le=60_000, description="XREADGROUP block time.")
+    polling_interval_ms: int = Field(
+        default=5000,
+        ge=10,
+        le=60_000,
+        description="XREADGROUP block time, and how often a claimer looks for entries pending too long. "
+        "A new entry wakes a blocked read at once: this only sets how often an idle service polls.",
+    )
     max_workers: int = Field(default=16, ge=1, le=1024, description="Messages one subscriber handles at once.")
     claim_idle_ms: int = Field(
         default=15_000, ge=100, le=3_600_000, description="Pending this long, an entry is handed out again."
