@@ -325,14 +325,16 @@ class Consumer:
         """A reader of ``stream``'s entries left pending too long.
 
         Those failed, or were read by a consumer that died or stopped before handling
-        them. FastStream's ``min_idle_time`` subscribers only claim, never read new ones.
+        them. FastStream's ``min_idle_time`` subscribers only claim, never read new ones;
+        this one looks every ``BUS_CLAIM_INTERVAL_MS``, not at the reads' (longer) block
+        time, so what a stopping instance hands back (``release``) is taken in time.
         """
         return _StreamSub(
             stream.name,
             group=self.service,
             consumer=self.instance,
             min_idle_time=self.settings.claim_idle_ms,
-            polling_interval=self.settings.polling_interval_ms,
+            polling_interval=self.settings.claim_interval_ms,
         )
 
     def stream(

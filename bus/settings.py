@@ -37,8 +37,16 @@ class BusSettings(BaseSettings):
         default=5000,
         ge=10,
         le=60_000,
-        description="XREADGROUP block time, and how often a claimer looks for entries pending too long. "
-        "A new entry wakes a blocked read at once: this only sets how often an idle service polls.",
+        description="XREADGROUP block time: a new entry wakes a blocked read at once, so this sets how often "
+        "an idle subscriber asks Redis again (and, plus 5 s, how long a read may go unanswered before its "
+        "connection is taken for dead).",
+    )
+    claim_interval_ms: int = Field(
+        default=1000,
+        ge=10,
+        le=60_000,
+        description="How often each claimer looks for entries pending longer than claim_idle_ms, and so how "
+        "soon the entries a stopping instance hands back are taken by another.",
     )
     max_workers: int = Field(default=16, ge=1, le=1024, description="Messages one subscriber handles at once.")
     claim_idle_ms: int = Field(

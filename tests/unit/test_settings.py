@@ -6,6 +6,7 @@ import sys
 import pydantic
 import pytest
 
+from bus.broker import Consumer
 from bus.middleware import deadline_passed
 from bus.process import settings_error
 from bus.settings import BusSettings
@@ -111,3 +112,15 @@ def test_deadlines() -> None:
     assert not deadline_passed({"deadline": "3000"}, now_ms=2000)
     assert not deadline_passed({}, now_ms=2000)
     assert not deadline_passed({"deadline": "soon"}, now_ms=2000)
+
+
+def test_idle_reads_block_long_and_claimers_look_often_enough_for_a_hand_back() -> None:
+    """A new entry wakes a blocked read at once, so reads may block long; the claimers must look
+    often enough that what a stopping instance hands back (``Consumer.release``) is taken well
+    within a command's deadline."""
+    settings = BusSettings(prefix="p:", _env_file=None)
+    consumer = Consumer(settings, "users", "users-1")
+    stream = consumer.stream("users.get")
+    assert stream.polling_interval == settings.polling_interval_ms == 5000
+    assert consumer.claimer(stream).polling_interval == settings.claim_interval_ms == 1000
+    assert settings.claim_interval_ms / 1000 < settings.request_timeout / 2
