@@ -1,7 +1,9 @@
 """The comparison variants of ``just bench``, one process each: ``python -m bench.apps NAME``.
 
 Every variant serves the same four routes, doing the same domain work with the same
-service classes busway's handlers use, so only the transport differs:
+service classes busway's handlers use, and the same checks at its edge as busway's
+gateway (the login lockout and the revoked-session check, on the same Redis), so only
+the transport differs:
 
 - ``direct``: the monolith. One Litestar app calls the services in-process.
 - ``proxy``: the classic gateway: Litestar forwarding over HTTP (httpx) to ``direct``.
@@ -28,10 +30,14 @@ from litestar.params import JSONBody
 from pydantic import SecretStr
 
 from bus.process import freeze_heap
+from bus.resp import RespConnection
 from db.engine import create_engine, session_factory
+from gateway.auth_routes import client_of
 from gateway.bodies import LoginBody
+from gateway.limits import Limits
 from gateway.problems import EXCEPTION_HANDLERS
-from gateway.tokens import Claims, TokenVerifier, bearer_token
+from gateway.settings import GatewaySettings
+from gateway.tokens import Claims, RevokedSessions, TokenVerifier, bearer_token
 from handlers.auth.keys import KeyRing, SigningKey
 from handlers.auth.passwords import PasswordHasher
 from handlers.auth.service import AuthService, TokenSettings
@@ -46,13 +52,18 @@ from schemas.replies import Jwks, Pong, Registration, TokenPair, UserProfile
 ROUTES = ("/v1/ping", "/v1/users/me", "/v1/auth/login", "/v1/auth/register")
 
 
+Login = Callable[[LogIn], Awaitable[TokenPair]]
+
+
 @dataclass
 class Domain:
-    """The auth and users services over their databases, with no bus."""
+    """The auth and users services over their databases, with no bus; the gateway's checks."""
 
     auth: AuthService
     users: UsersService
     verifier: TokenVerifier
+    edge: GatewaySettings
+    limits: Limits
     close: Callable[[], Awaitable[None]]
 
     async def register(self, cmd: RegisterUser) -> Registration:
@@ -82,10 +93,15 @@ class Domain:
         claims: Claims = await self.verifier.verify(bearer_token(authorization))
         return await self.users.get(claims.user_id)
 
-    async def login(self, body: LoginBody) -> TokenPair:
+    async def login(self, command: LogIn) -> TokenPair:
         """Verify the password, open a session, sign a token."""
-        command = LogIn(email=body.email, password=body.password)
         return await self.auth.login(command, Trace(correlation_id=uuid.uuid4().hex))
+
+    async def guarded_login(self, body: LoginBody, request: Request[Any, Any, Any], login: Login) -> TokenPair:
+        """``login`` at an HTTP edge, under the gateway's lockout (``Limits.login``)."""
+        user_agent, ip = client_of(request, self.edge)
+        command = LogIn(email=body.email, password=body.password, user_agent=user_agent, ip=ip)
+        return await self.limits.login(body.email, ip, lambda: login(command))
 
 
 def domain() -> Domain:
@@ -105,18 +121,30 @@ def domain() -> Domain:
     tokens = TokenSettings(
         issuer=settings.token_issuer, audience=settings.token_audience, ttl=settings.access_token_ttl
     )
+    edge = GatewaySettings()
+    redis = RespConnection(edge.bus.redis_url, client_name=f"bench:{os.getpid()}")
+    limits = Limits(redis, edge)
 
     async def jwks() -> Jwks:
         return Jwks(keys=tuple(ring.jwks()))
 
     async def close() -> None:
+        await limits.stop()
+        await redis.stop()
         await auth_engine.dispose()
         await users_engine.dispose()
 
     return Domain(
         auth=AuthService(session_factory(auth_engine), hasher, ring, tokens),
         users=UsersService(session_factory(users_engine)),
-        verifier=TokenVerifier(jwks, issuer=settings.token_issuer, audience=settings.token_audience),
+        verifier=TokenVerifier(
+            jwks,
+            issuer=settings.token_issuer,
+            audience=settings.token_audience,
+            revoked=RevokedSessions(redis, edge.bus),
+        ),
+        edge=edge,
+        limits=limits,
         close=close,
     )
 
@@ -141,8 +169,8 @@ def direct_app() -> Litestar:
         return await work.me(request.headers.get("authorization"))
 
     @post("/v1/auth/login", status_code=200)
-    async def login(data: JSONBody[LoginBody]) -> TokenPair:
-        return await work.login(data)
+    async def login(data: JSONBody[LoginBody], request: Request[Any, Any, Any]) -> TokenPair:
+        return await work.guarded_login(data, request, work.login)
 
     @post("/v1/auth/register")
     async def register(data: JSONBody[RegisterUser]) -> Response[Any]:
@@ -209,9 +237,9 @@ def fs_handler_broker() -> RedisBroker:
         return (await work.users.get(body["user_id"])).model_dump(mode="json")
 
     @broker.subscriber(stream=sub("login"), max_workers=16)
-    async def login(body: LoginBody) -> dict[str, Any]:
+    async def login(command: LogIn) -> dict[str, Any]:
         try:
-            return (await work.login(body)).model_dump(mode="json")
+            return (await work.login(command)).model_dump(mode="json")
         except ReplyError as exc:
             return {"error": exc.reply.model_dump(mode="json")}
 
@@ -232,12 +260,18 @@ def fs_gateway_app() -> Litestar:
     work = domain()
 
     async def call(name: str, body: dict[str, Any], ok: int = 200) -> Response[Any]:
+        return Response(await ask(name, body), status_code=ok)
+
+    async def ask(name: str, body: dict[str, Any]) -> Any:
         reply = await broker.request(body, stream=_stream(name), timeout=5)
         payload = msgspec.json.decode(reply.body)
         if isinstance(payload, dict) and "error" in payload:
             error = ErrorReply.model_validate(payload["error"])
             raise ReplyError.from_reply(error)
-        return Response(payload, status_code=ok)
+        return payload
+
+    async def ask_login(command: LogIn) -> TokenPair:
+        return TokenPair.model_validate(await ask("login", command.model_dump(mode="json")))
 
     @get("/v1/ping")
     async def ping() -> Response[Any]:
@@ -249,8 +283,8 @@ def fs_gateway_app() -> Litestar:
         return await call("me", {"user_id": claims.user_id})
 
     @post("/v1/auth/login", status_code=200)
-    async def login(data: JSONBody[LoginBody]) -> Response[Any]:
-        return await call("login", data.model_dump())
+    async def login(data: JSONBody[LoginBody], request: Request[Any, Any, Any]) -> TokenPair:
+        return await work.guarded_login(data, request, ask_login)
 
     @post("/v1/auth/register")
     async def register(data: JSONBody[RegisterUser]) -> Response[Any]:

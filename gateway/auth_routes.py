@@ -1,6 +1,7 @@
 """/v1/auth/*: registration, login, sessions, passwords; and the public keys."""
 
 import time
+from functools import partial
 from typing import Any
 
 from litestar import Request, Response, delete, get, post
@@ -128,23 +129,10 @@ def routes(gateway: Gateway) -> list[HTTPRouteHandler]:
     async def login(data: JSONBody[LoginBody], request: Request[Any, Any, Any]) -> TokenPair:
         """An access token (JWT) and a refresh token for a valid email and password."""
         user_agent, ip = client_of(request, settings)
-        limits = gateway.limits
-        # Before the bus: a locked-out attempt costs auth nothing (no argon2 work).
-        await limits.reserve_login(data.email, ip)
         command = LogIn(email=data.email, password=data.password, user_agent=user_agent, ip=ip)
-        try:
-            tokens = await gateway.bus.request(streams.AUTH_LOGIN, command, TokenPair)
-        except ReplyError as exc:
-            # auth's 401 is the failure already counted; any other error was no verdict.
-            if exc.reply.code != ErrorCode.INVALID_CREDENTIALS:
-                await limits.login_undecided(data.email, ip)
-            raise
-        except Exception:
-            await limits.login_undecided(data.email, ip)
-            raise
-        # Not awaited: the tokens are the client's whatever the counters say (see login_succeeded).
-        limits.login_succeeded(data.email, ip)
-        return tokens
+        # The lockout before the bus: a locked-out attempt costs auth nothing (no argon2 work).
+        request_tokens = partial(gateway.bus.request, streams.AUTH_LOGIN, command, TokenPair)
+        return await gateway.limits.login(data.email, ip, request_tokens)
 
     @post(
         "/v1/auth/refresh",

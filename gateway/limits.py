@@ -18,9 +18,9 @@ out attempt answers the same for unknown emails, and never reaches auth.
 import asyncio
 import contextlib
 import hashlib
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from ipaddress import IPv4Address, IPv6Address, ip_address
-from typing import Any
+from typing import Any, TypeVar
 
 from litestar.connection import ASGIConnection
 from litestar.exceptions import TooManyRequestsException
@@ -79,6 +79,8 @@ for i, key in ipairs(KEYS) do
 end
 return 0
 """
+
+T = TypeVar("T")
 
 LOCKED_OUT = "Too many failed logins; try again later."
 RATE_LIMITED = "Too many requests; try again later."
@@ -165,15 +167,35 @@ class Limits:
     def _login_keys(self, email: str, ip: str | None) -> list[str]:
         return [_account_key(email), f"{LOCKOUT_IP_PREFIX}{ip or 'unknown'}"]
 
-    async def reserve_login(self, email: str, ip: str | None) -> None:
-        """Count an attempt as failed until it succeeds; 429 if the account or the IP is locked out."""
+    async def login(self, email: str, ip: str | None, attempt: Callable[[], Awaitable[T]]) -> T:
+        """``attempt()``, a login with ``email`` from ``ip``, under the lockout of the account and the IP.
+
+        Before it, one failure is reserved on both counters, so concurrent attempts cannot
+        slip past the limit; a locked-out account or IP gets 429 and ``attempt`` is never
+        called (it costs auth nothing: no argon2 work). After it: a wrong password
+        (``INVALID_CREDENTIALS``) stays counted; a success clears the account's count and
+        gives back the IP's (``_succeeded``); any other outcome, auth unavailable say, was
+        no verdict and gives both back.
+        """
         settings = self._settings
+        keys = self._login_keys(email, ip)
         args = [settings.login_failure_window, settings.login_max_failures, settings.login_max_failures_per_ip]
-        locked = int(await self._run(self._reserve, self._login_keys(email, ip), args))
+        locked = int(await self._run(self._reserve, keys, args))
         if locked:
             raise too_many(LOCKED_OUT, locked)
+        try:
+            result = await attempt()
+        except ReplyError as exc:
+            if exc.reply.code != ErrorCode.INVALID_CREDENTIALS:
+                await self._run(self._release, keys, ["0"])
+            raise
+        except Exception:
+            await self._run(self._release, keys, ["0"])
+            raise
+        self._succeeded(keys)
+        return result
 
-    def login_succeeded(self, email: str, ip: str | None) -> None:
+    def _succeeded(self, keys: list[str]) -> None:
         """Clear the account's failures and give back the IP's reservation, in the background.
 
         The login has succeeded and its tokens are minted: they go to the client at once,
@@ -182,8 +204,7 @@ class Limits:
         the connection at once, ahead of anything the client sends next: a following
         attempt is counted after it. ``stop`` waits for the releases still under way.
         """
-        keys = [self._name(key) for key in self._login_keys(email, ip)]
-        queued = self._release.queued(self._connection, keys, ["1"])
+        queued = self._release.queued(self._connection, [self._name(key) for key in keys], ["1"])
         release = asyncio.get_running_loop().create_task(self._released(queued))
         self._releasing.add(release)
         release.add_done_callback(self._releasing.discard)
@@ -193,10 +214,6 @@ class Limits:
             await self._settled(queued)
 
     async def stop(self) -> None:
-        """Wait for the releases of logins that have succeeded (see ``login_succeeded``)."""
+        """Wait for the releases of logins that have succeeded (see ``_succeeded``)."""
         if self._releasing:
             await asyncio.wait(set(self._releasing))
-
-    async def login_undecided(self, email: str, ip: str | None) -> None:
-        """The attempt got no verdict (auth unavailable): it was no failure."""
-        await self._run(self._release, self._login_keys(email, ip), ["0"])

@@ -19,6 +19,7 @@ import pytest
 from bus.resp import Script
 from gateway.state import gateway_of
 from handlers.auth.service import set_admin
+from schemas.errors import ErrorCode, ReplyError
 from tests.e2e.conftest import PASSWORD, new_email, register_and_login
 from tests.e2e.logins import log_in
 from tests.harness import Databases, System, run_system
@@ -101,6 +102,30 @@ async def test_a_login_keeps_its_tokens_when_its_reservation_cannot_be_given_bac
     for _ in range(2):
         assert (await login(guarded, account.email, WRONG)).status_code == 401
     assert_too_many(await login(guarded, account.email, PASSWORD), 900)
+
+
+async def test_an_attempt_that_got_no_verdict_is_not_counted(guarded: System, monkeypatch: pytest.MonkeyPatch) -> None:
+    account = await register_and_login(guarded)
+    before = await logins_sent(guarded)
+
+    async def auth_unavailable(*_: Any, **__: Any) -> Any:
+        raise ReplyError("auth is not answering", code=ErrorCode.UNAVAILABLE)
+
+    async def broken(*_: Any, **__: Any) -> Any:
+        raise RuntimeError("a fault of the gateway's")
+
+    # Four attempts, past the account's limit of three, none of them answered by auth.
+    for fault in (auth_unavailable, broken, auth_unavailable, broken):
+        monkeypatch.setattr(gateway_of(guarded.app.state).bus, "request", fault)
+        answer = await login(guarded, account.email, PASSWORD)
+        assert answer.status_code == (503 if fault is auth_unavailable else 500), answer.text
+        assert "Traceback" not in answer.text
+    monkeypatch.undo()
+    assert await logins_sent(guarded) == before
+    # Their reservations were given back: two wrong passwords now are two failures, not six.
+    for _ in range(2):
+        assert (await login(guarded, account.email, WRONG)).status_code == 401
+    assert (await login(guarded, account.email, PASSWORD)).status_code == 200
 
 
 async def test_an_unknown_account_is_locked_out_the_same_way(guarded: System) -> None:

@@ -5,7 +5,7 @@ import hashlib
 import os
 import time
 
-from bench.run import cpu_seconds, machine_busy, merged, report, service_cpu
+from bench.run import cpu_seconds, machine_busy, merged, report, service_cpu, with_errors
 
 
 def run(rps: float, machine: int, redis: int) -> dict[str, object]:
@@ -41,6 +41,15 @@ def test_the_table_shows_the_machine_cpu_per_request() -> None:
     header, line = table.splitlines()[:2]
     assert header.split()[-1] == "machine"
     assert line.split()[-2:] == ["150", "400"]  # the processes' CPU, then the machine's
+
+
+def test_runs_with_error_responses_are_named_to_fail_the_bench() -> None:
+    clean = {**run(1000, 300, 40), "errors": 0.0}
+    failing = {**clean, "variant": "direct", "scenario": "login", "errors": 3.0}
+    beside_logins = {**clean, "scenario": "me-while-login", "concurrency": 8, "login_errors": 2.0}
+
+    assert with_errors([clean]) == []
+    assert with_errors([clean, failing, beside_logins]) == ["direct login C=32", "busway me-while-login C=8"]
 
 
 def test_cpu_readings_grow_with_work_done() -> None:
