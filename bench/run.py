@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -117,15 +118,19 @@ def wrk_script(request: Request) -> str:
         lines.append(f"wrk.body = {json.dumps(request.body)}")
     lines += [
         "done = function(summary, latency, requests)",
-        '  io.write(string.format("RESULT %d %d %d %f %f\\n", summary.requests,',
-        "    summary.errors.status + summary.errors.connect + summary.errors.read + summary.errors.write"
-        " + summary.errors.timeout, summary.duration, latency:percentile(50), latency:percentile(99)))",
+        "  local e = summary.errors",
+        '  io.write(string.format("RESULT %d %d %f %f %d %d %d %d %d\\n", summary.requests, summary.duration,',
+        "    latency:percentile(50), latency:percentile(99), e.status, e.connect, e.read, e.write, e.timeout))",
         "end",
     ]
     return "\n".join(lines) + "\n"
 
 
-def run_wrk(base: str, request: Request, connections: int, seconds: float) -> dict[str, float]:
+WRK_ERRORS = ("status", "connect", "read", "write", "timeout")
+"""wrk's kinds of error: a response that was not 2xx or 3xx, then the socket's failures."""
+
+
+def run_wrk(base: str, request: Request, connections: int, seconds: float) -> dict[str, Any]:
     script = Path(f"/tmp/busway-bench-{os.getpid()}-{uuid.uuid4().hex[:8]}.lua")
     script.write_text(wrk_script(request))
     argv = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "10s"]
@@ -133,16 +138,18 @@ def run_wrk(base: str, request: Request, connections: int, seconds: float) -> di
         out = subprocess.run([*argv, "-s", str(script), base], capture_output=True, text=True, check=True).stdout
     finally:
         script.unlink(missing_ok=True)
-    match = re.search(r"RESULT (\d+) (\d+) (\d+) ([\d.]+) ([\d.]+)", out)
+    match = re.search(r"RESULT (\d+) (\d+) ([\d.]+) ([\d.]+)((?: \d+){5})", out)
     if not match:
         raise SystemExit(f"bench: could not read wrk's output:\n{out}")
-    requests, errors, duration_us, p50_us, p99_us = (float(g) for g in match.groups())
-    return {"rps": requests / (duration_us / 1e6), "p50_ms": p50_us / 1000, "p99_ms": p99_us / 1000, "errors": errors}
+    requests, duration_us, p50_us, p99_us = (float(g) for g in match.groups()[:4])
+    kinds = dict(zip(WRK_ERRORS, (int(n) for n in match.group(5).split()), strict=True))
+    figures = {"rps": requests / (duration_us / 1e6), "p50_ms": p50_us / 1000, "p99_ms": p99_us / 1000}
+    return {**figures, "errors": float(sum(kinds.values())), **({"error_kinds": kinds} if any(kinds.values()) else {})}
 
 
-async def run_python(base: str, request: Request, connections: int, seconds: float) -> dict[str, float]:
+async def run_python(base: str, request: Request, connections: int, seconds: float) -> dict[str, Any]:
     latencies: list[float] = []
-    errors = 0
+    kinds = {"status": 0, "transport": 0}
     headers = {"content-type": "application/json"}
     if request.token:
         headers["authorization"] = f"Bearer {request.token}"
@@ -150,7 +157,6 @@ async def run_python(base: str, request: Request, connections: int, seconds: flo
     async with httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_connections=connections), timeout=10) as client:
 
         async def worker() -> None:
-            nonlocal errors
             while time.monotonic() < deadline:
                 body = request.body
                 if request.unique_email and body is not None:
@@ -158,9 +164,9 @@ async def run_python(base: str, request: Request, connections: int, seconds: flo
                 started = time.perf_counter()
                 try:
                     response = await client.request(request.method, request.path, content=body, headers=headers)
-                    errors += response.status_code >= 400
+                    kinds["status"] += response.status_code >= 400
                 except httpx.HTTPError:
-                    errors += 1
+                    kinds["transport"] += 1
                 latencies.append(time.perf_counter() - started)
 
         started = time.monotonic()
@@ -171,11 +177,12 @@ async def run_python(base: str, request: Request, connections: int, seconds: flo
         "rps": len(latencies) / elapsed,
         "p50_ms": quantiles[49] * 1000,
         "p99_ms": quantiles[98] * 1000,
-        "errors": float(errors),
+        "errors": float(sum(kinds.values())),
+        **({"error_kinds": kinds} if any(kinds.values()) else {}),
     }
 
 
-async def load(base: str, request: Request, connections: int, seconds: float) -> dict[str, float]:
+async def load(base: str, request: Request, connections: int, seconds: float) -> dict[str, Any]:
     if shutil.which("wrk"):
         return await asyncio.to_thread(run_wrk, base, request, connections, seconds)
     return await run_python(base, request, connections, seconds)
@@ -535,11 +542,15 @@ def with_errors(rows: list[dict[str, Any]]) -> list[str]:
     No thresholds on the figures; but a variant that answered with errors was not measured
     doing the work, and the smoke test (``--quick``, in CI) must fail.
     """
-    return [
-        f"{row['variant']} {row['scenario']} C={row['concurrency']}"
-        for row in rows
-        if row["errors"] or row.get("login_errors")
-    ]
+    failed = []
+    for row in rows:
+        if row["errors"] or row.get("login_errors"):
+            kinds: Counter[str] = Counter()
+            for run in row.get("runs", [row]):
+                kinds.update(run.get("error_kinds", {}))
+            said = ", ".join(f"{kind} {n}" for kind, n in kinds.items() if n)
+            failed.append(f"{row['variant']} {row['scenario']} C={row['concurrency']}" + (f" ({said})" if said else ""))
+    return failed
 
 
 def ratio(rows: list[dict[str, Any]], scenario: str, connections: int, over: str) -> float | None:

@@ -48,8 +48,16 @@ def test_runs_with_error_responses_are_named_to_fail_the_bench() -> None:
     failing = {**clean, "variant": "direct", "scenario": "login", "errors": 3.0}
     beside_logins = {**clean, "scenario": "me-while-login", "concurrency": 8, "login_errors": 2.0}
 
+    read_errors = {**clean, "variant": "http-proxy", "errors": 1.0, "error_kinds": {"status": 0, "read": 1}}
+    merged_runs = merged([clean, {**clean, "errors": 2.0, "error_kinds": {"status": 2}}])
+
     assert with_errors([clean]) == []
-    assert with_errors([clean, failing, beside_logins]) == ["direct login C=32", "busway me-while-login C=8"]
+    assert with_errors([clean, failing, beside_logins, read_errors, merged_runs]) == [
+        "direct login C=32",
+        "busway me-while-login C=8",
+        "http-proxy echo C=32 (read 1)",
+        "busway echo C=32 (status 2)",
+    ]
 
 
 def test_cpu_readings_grow_with_work_done() -> None:
