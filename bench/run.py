@@ -126,6 +126,11 @@ def wrk_script(request: Request) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _errors(kinds: dict[str, int]) -> dict[str, Any]:
+    """A load run's error figures: how many in all, and by kind when there were any."""
+    return {"errors": float(sum(kinds.values())), **({"error_kinds": kinds} if any(kinds.values()) else {})}
+
+
 WRK_ERRORS = ("status", "connect", "read", "write", "timeout")
 """wrk's kinds of error: a response that was not 2xx or 3xx, then the socket's failures."""
 
@@ -144,7 +149,7 @@ def run_wrk(base: str, request: Request, connections: int, seconds: float) -> di
     requests, duration_us, p50_us, p99_us = (float(g) for g in match.groups()[:4])
     kinds = dict(zip(WRK_ERRORS, (int(n) for n in match.group(5).split()), strict=True))
     figures = {"rps": requests / (duration_us / 1e6), "p50_ms": p50_us / 1000, "p99_ms": p99_us / 1000}
-    return {**figures, "errors": float(sum(kinds.values())), **({"error_kinds": kinds} if any(kinds.values()) else {})}
+    return {**figures, **_errors(kinds)}
 
 
 async def run_python(base: str, request: Request, connections: int, seconds: float) -> dict[str, Any]:
@@ -177,8 +182,7 @@ async def run_python(base: str, request: Request, connections: int, seconds: flo
         "rps": len(latencies) / elapsed,
         "p50_ms": quantiles[49] * 1000,
         "p99_ms": quantiles[98] * 1000,
-        "errors": float(sum(kinds.values())),
-        **({"error_kinds": kinds} if any(kinds.values()) else {}),
+        **_errors(kinds),
     }
 
 

@@ -185,12 +185,9 @@ class Limits:
             raise too_many(LOCKED_OUT, locked)
         try:
             result = await attempt()
-        except ReplyError as exc:
-            if exc.reply.code != ErrorCode.INVALID_CREDENTIALS:
+        except Exception as exc:
+            if not (isinstance(exc, ReplyError) and exc.reply.code == ErrorCode.INVALID_CREDENTIALS):
                 await self._run(self._release, keys, ["0"])
-            raise
-        except Exception:
-            await self._run(self._release, keys, ["0"])
             raise
         self._succeeded(keys)
         return result
